@@ -1,0 +1,255 @@
+"""A DiT/SiT-style transformer with per-token timestep conditioning (DESIGN.md §1, §2).
+
+Written after DiT (facebookresearch/DiT `models.py`) and SiT: adaLN-Zero blocks, fixed sin-cos positions.
+What is ours: every token carries its own timestep, so shift/scale/gate are per token; the modulation is
+computed once per distinct (sample, timestep) pair and gathered, because Self-Flow has at most two
+timesteps per sample and the world model a handful. The model holds no loss, sampling or EMA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from worldflow.errors import ConfigError
+from worldflow.model.embed import (
+    LabelEmbedder,
+    TimestepEmbedder,
+    patchify,
+    sincos_1d,
+    sincos_grid,
+    unpatchify,
+)
+from worldflow.model.sizes import size_spec
+
+
+@dataclass
+class ModelConfig:
+    size: str = "debug"  # a row of worldflow.model.sizes.SIZES
+    channels: int = 3
+    image_size: int = 32
+    frames: int = 1  # frames per sample; 1 means images
+    patch: int = 4
+    tubelet: int = 1  # frames per video token
+    num_classes: int = 0  # 0: unconditional
+    cond_dim: int = 0  # >0: a per-sample condition vector (e.g. a 512-d instruction embedding)
+    action_dim: int = 0  # >0: an action token group of `action_horizon` tokens (the world model, §2)
+    action_horizon: int = 0
+    mlp_ratio: float = 4.0
+
+    def validate(self) -> None:
+        size_spec(self.size)
+        if self.image_size % self.patch:
+            raise ConfigError(
+                f"model.image_size={self.image_size} is not divisible by model.patch={self.patch}"
+            )
+        if self.frames % self.tubelet:
+            raise ConfigError(f"model.frames={self.frames} is not divisible by model.tubelet={self.tubelet}")
+        if (self.action_dim > 0) != (self.action_horizon > 0):
+            raise ConfigError("model.action_dim and model.action_horizon must both be 0 or both be positive")
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        s = (self.channels, self.image_size, self.image_size)
+        return s if self.frames == 1 else (self.frames, *s)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    """adaLN-Zero transformer block; shift/scale/gate come in per token as (B, N, 6D)."""
+
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden, heads)
+        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        inner = int(hidden * mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden)
+        )
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
+
+    def forward(self, x, cond_unique, inverse, attn_mask):
+        b, n, d = x.shape
+        mod = self.adaLN(cond_unique)[inverse].view(b, n, 6 * d)  # (B, N, 6D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
+        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), attn_mask)
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class DiT(nn.Module):
+    """Transformer over token groups: "frames" (patch/tubelet tokens) and optionally "actions".
+
+    forward(tokens, t, ...) takes patchified tokens (see `patchify`) and returns per-token velocities in the
+    same layout. `t` is (B,) or (B, N) with N the total token count, groups in `self.groups` order.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        hidden, depth, heads = size_spec(cfg.size)
+        self.hidden, self.depth, self.heads = hidden, depth, heads
+        grid_t = cfg.frames // cfg.tubelet
+        grid_hw = cfg.image_size // cfg.patch
+        patch_dim = cfg.tubelet * cfg.patch * cfg.patch * cfg.channels
+        self.groups: dict[str, tuple[int, int]] = {"frames": (grid_t * grid_hw * grid_hw, patch_dim)}
+        if cfg.action_dim:
+            self.groups["actions"] = (cfg.action_horizon, cfg.action_dim)
+
+        self.embed_in = nn.ModuleDict({g: nn.Linear(dim, hidden) for g, (_, dim) in self.groups.items()})
+        pos = [torch.from_numpy(sincos_grid(hidden, grid_t, grid_hw, grid_hw)).float()]
+        if cfg.action_dim:
+            steps = torch.arange(cfg.action_horizon).float().numpy()
+            pos.append(torch.from_numpy(sincos_1d(hidden, steps)).float())
+            self.action_type = nn.Parameter(torch.zeros(1, 1, hidden))
+        self.register_buffer("pos_embed", torch.cat(pos)[None], persistent=False)  # (1, N, D)
+
+        self.t_embedder = TimestepEmbedder(hidden)
+        self.y_embedder = LabelEmbedder(cfg.num_classes, hidden) if cfg.num_classes else None
+        self.cond_embedder = nn.Linear(cfg.cond_dim, hidden) if cfg.cond_dim else None
+        self.blocks = nn.ModuleList(Block(hidden, heads, cfg.mlp_ratio) for _ in range(depth))
+        self.norm_out = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.adaLN_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
+        self.embed_out = nn.ModuleDict({g: nn.Linear(hidden, dim) for g, (_, dim) in self.groups.items()})
+        self.grad_checkpointing = False
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # DiT's initialisation: xavier linears, N(0, 0.02) embeddings, adaLN-Zero and a zero output layer.
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.y_embedder is not None:
+            nn.init.normal_(self.y_embedder.table.weight, std=0.02)
+        if self.cfg.action_dim:
+            nn.init.normal_(self.action_type, std=0.02)
+        for m in [*(b.adaLN[-1] for b in self.blocks), self.adaLN_out[-1], *self.embed_out.values()]:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # ----- token layout ---------------------------------------------------------------------------
+    @property
+    def num_tokens(self) -> int:
+        return sum(n for n, _ in self.groups.values())
+
+    def group_slices(self) -> dict[str, slice]:
+        out, start = {}, 0
+        for g, (n, _) in self.groups.items():
+            out[g] = slice(start, start + n)
+            start += n
+        return out
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        return patchify(x, self.cfg.patch, self.cfg.tubelet)
+
+    def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
+        return unpatchify(tokens, self.cfg.sample_shape, self.cfg.patch, self.cfg.tubelet)
+
+    # ----- conditioning ---------------------------------------------------------------------------
+    def _unique_conditions(self, t: torch.Tensor, y, cond) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token conditions as (unique rows (U, D), index (B*N,)): one row per distinct (sample, t)."""
+        b, n = t.shape
+        sample = torch.arange(b, device=t.device).repeat_interleave(n)
+        key = (
+            sample.double() * 4.0 + t.reshape(-1).double()
+        )  # t in [0, 1]: keys of different samples never meet
+        keys, inverse = torch.unique(key, return_inverse=True)
+        sample_u = torch.div(keys, 4.0, rounding_mode="floor")
+        t_u = (keys - sample_u * 4.0).float()
+        sample_u = sample_u.long()
+        c = self.t_embedder(t_u)
+        if self.y_embedder is not None:
+            if y is None:
+                raise ConfigError("this model is class-conditional (model.num_classes > 0): pass labels y")
+            c = c + self.y_embedder(y)[sample_u]
+        if self.cond_embedder is not None:
+            if cond is None:
+                raise ConfigError("this model expects a condition vector (model.cond_dim > 0): pass cond")
+            c = c + self.cond_embedder(cond.to(c.dtype))[sample_u]
+        return c, inverse
+
+    def null_label(self, batch: int, device) -> torch.Tensor:
+        return torch.full((batch,), self.cfg.num_classes, dtype=torch.long, device=device)
+
+    # ----- forward --------------------------------------------------------------------------------
+    def forward(
+        self,
+        tokens: dict[str, torch.Tensor],
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+        return_blocks: Sequence[int] = (),
+        stop_after: int | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> tuple[dict[str, torch.Tensor] | None, dict[int, torch.Tensor]]:
+        """Returns (velocities per group or None if `stop_after` is set, {block: hidden (B, N, D)}).
+
+        Blocks are 1-indexed (block k's output). `attn_mask` is an SDPA mask broadcastable to
+        (B, heads, N, N), True = may attend.
+        """
+        parts = []
+        for g, (n, dim) in self.groups.items():
+            if g not in tokens:
+                raise ConfigError(f"missing token group {g!r}; the model expects {list(self.groups)}")
+            if tokens[g].shape[1:] != (n, dim):
+                raise ConfigError(
+                    f"token group {g!r} has shape {tuple(tokens[g].shape[1:])}, expected {(n, dim)}"
+                )
+            h = self.embed_in[g](tokens[g])
+            if g == "actions":
+                h = h + self.action_type
+            parts.append(h)
+        x = torch.cat(parts, dim=1) + self.pos_embed.to(parts[0].dtype)
+        b, n, _ = x.shape
+        if t.ndim == 1:
+            t = t[:, None].expand(b, n)
+        if t.shape != (b, n):
+            raise ConfigError(f"timesteps have shape {tuple(t.shape)}, expected ({b},) or ({b}, {n})")
+        cond_u, inverse = self._unique_conditions(t, y, cond)
+
+        hidden: dict[int, torch.Tensor] = {}
+        last = self.depth if stop_after is None else stop_after
+        for i, block in enumerate(self.blocks[:last], start=1):
+            if self.grad_checkpointing and self.training:
+                x = checkpoint(block, x, cond_u, inverse, attn_mask, use_reentrant=False)
+            else:
+                x = block(x, cond_u, inverse, attn_mask)
+            if i in return_blocks:
+                hidden[i] = x
+        if stop_after is not None:
+            return None, hidden
+
+        shift, scale = self.adaLN_out(cond_u)[inverse].view(b, n, -1).chunk(2, dim=-1)
+        x = modulate(self.norm_out(x), shift, scale)
+        out = {g: self.embed_out[g](x[:, s]) for g, s in self.group_slices().items()}
+        return out, hidden
+
+
+def build_model(cfg: ModelConfig) -> DiT:
+    return DiT(cfg)

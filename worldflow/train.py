@@ -1,0 +1,316 @@
+"""The one training loop, for pretraining and fine-tuning (DESIGN.md §5).
+
+Read top to bottom like SiT's train.py: set up (seed, device, EMA as an exact copy, AdamW with param
+groups, warm-up), resume or init, then the loop (micro-batches, clip, step, EMA, log, sample, checkpoint).
+One seed drives init, data order and noise; resume restores weights, EMA, optimizer, schedule, RNG states
+and the data position, so a resumed run's losses equal the uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from worldflow import ckpt
+from worldflow.errors import CheckpointError, ConfigError, TrainingError
+from worldflow.logger import MetricLogger
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    grad_accum: int = 1  # micro-batches per step; the global batch is batch_size
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 0  # 0: only at the end
+    ckpt_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 2
+    num_workers: int = 0
+    compile: bool = False
+    activation_checkpointing: bool = False
+    device: str = "auto"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"train.precision={precision!r}; use auto, fp32 or bf16")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+class EpochBatches(Sampler):
+    """Batches of indices from a seeded permutation per epoch, starting at a given global position, so the
+    data order is a function of (seed, position) alone and survives resume."""
+
+    def __init__(self, n: int, batch: int, seed: int, start: int = 0):
+        self.n, self.batch, self.seed, self.start = n, batch, seed, start
+
+    def __iter__(self):
+        pos = self.start
+        while True:
+            epoch, offset = divmod(pos, self.n)
+            perm = torch.randperm(
+                self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            )
+            idx = perm[offset : offset + self.batch].tolist()
+            while len(idx) < self.batch:  # wrap into the next epoch
+                epoch += 1
+                perm = torch.randperm(
+                    self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                )
+                idx += perm[: self.batch - len(idx)].tolist()
+            pos += self.batch
+            yield idx
+
+    def __len__(self):
+        return sys.maxsize
+
+
+def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms and embeddings (1-D tensors and embedding tables)."""
+    decay, no_decay = [], []
+    for module in modules:
+        for mod in module.modules():
+            for name, p in mod.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                if p.ndim < 2 or isinstance(mod, nn.Embedding) or name.endswith("_type"):
+                    no_decay.append(p)
+                else:
+                    decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema = decay·ema + (1 - decay)·model, parameters in fp32; buffers copied."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().to(e.dtype), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def rng_state() -> dict:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.frombuffer(np.random.get_state()[1].tobytes(), dtype=np.uint8).copy()),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "python": torch.tensor(list(random.getstate()[1]), dtype=torch.int64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    keys = np.frombuffer(state["numpy"].numpy().tobytes(), dtype=np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(int(x) for x in state["python"].tolist()), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def collate(items: list[dict]) -> dict:
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train(
+    model: nn.Module,
+    objective: nn.Module,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    meta: dict,
+    *,
+    resume: bool = False,
+    init_from: str | None = None,
+    expected_missing: list[str] | None = None,
+    sample_fn: Callable[[nn.Module, int, Path], None] | None = None,
+    logger: MetricLogger | None = None,
+) -> dict:
+    """Train `model` with `objective` on `dataset`; returns the last logged metrics."""
+    run_dir = Path(run_dir)
+    ckpt_root = run_dir / "checkpoints"
+    if cfg.batch_size % cfg.grad_accum:
+        raise ConfigError(
+            f"train.batch_size={cfg.batch_size} is not divisible by train.grad_accum={cfg.grad_accum}"
+        )
+    if len(dataset) == 0:
+        raise ConfigError("the dataset is empty")
+    if not resume and ckpt.list_checkpoints(ckpt_root):
+        raise CheckpointError(
+            f"run folder {run_dir} already has checkpoints; pass resume=true or choose another run_dir"
+        )
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    amp = autocast_dtype(cfg.precision, device)
+    model.to(device)
+    objective.to(device)
+    model.grad_checkpointing = cfg.activation_checkpointing
+    ema = copy.deepcopy(model).requires_grad_(False).eval()  # exact copy at step 0
+    if init_from:
+        loaded = ckpt.load_checkpoint(init_from, with_state=False)
+        src = f"init_from={init_from}"
+        allowed = ckpt.load_weights(model, loaded["ema"], expected_missing or [], src)
+        ckpt.load_weights(ema, loaded["ema"], expected_missing or [], src)
+        print(f"init_from {loaded['dir']}: loaded EMA weights; newly initialised: {allowed or 'none'}")
+
+    optimizer = torch.optim.AdamW(
+        param_groups([model, objective], cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=False
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    )
+    step = 0
+    logger = logger or MetricLogger(run_dir)
+    if resume:
+        latest = ckpt.list_checkpoints(ckpt_root)
+        if latest:
+            loaded = ckpt.load_checkpoint(latest[-1])
+            obj_state = {
+                k[len("objective.") :]: v for k, v in loaded["model"].items() if k.startswith("objective.")
+            }
+            ckpt.load_weights(
+                model,
+                {k: v for k, v in loaded["model"].items() if not k.startswith("objective.")},
+                [],
+                str(latest[-1]),
+            )
+            ckpt.load_weights(objective, obj_state, [], str(latest[-1]))
+            ckpt.load_weights(ema, loaded["ema"], [], str(latest[-1]))
+            optimizer.load_state_dict(loaded["state"]["optimizer"])
+            schedule.load_state_dict(loaded["state"]["schedule"])
+            set_rng_state(loaded["state"]["rng"])
+            step = int(loaded["state"]["step"])
+            logger.truncate_after(step)
+            print(f"resumed {run_dir} at step {step}")
+        else:
+            print(f"resume: no checkpoint in {ckpt_root}; starting from step 0")
+
+    micro = cfg.batch_size // cfg.grad_accum
+    batches = EpochBatches(len(dataset), micro, cfg.seed, start=step * cfg.batch_size)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=cfg.num_workers,
+        collate_fn=collate,
+        generator=torch.Generator(),  # keeps the loader from drawing on the global RNG
+        persistent_workers=cfg.num_workers > 0,
+    )
+    data = iter(loader)
+    forward = torch.compile(model) if cfg.compile else model
+    teacher = ema if getattr(objective, "needs_teacher", False) else None
+
+    def save(at: int) -> Path:
+        model_state = {
+            **model.state_dict(),
+            **{f"objective.{k}": v for k, v in objective.state_dict().items()},
+        }
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": rng_state(),
+            "step": at,
+        }
+        return ckpt.save_checkpoint(
+            ckpt_root, at, model_state, ema.state_dict(), state, meta, cfg.keep_checkpoints
+        )
+
+    last: dict = {}
+    bar = tqdm(
+        total=cfg.steps, initial=step, desc=run_dir.name, dynamic_ncols=True, mininterval=1.0, file=sys.stdout
+    )
+    t0, seen = time.perf_counter(), 0
+    while step < cfg.steps:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for _ in range(cfg.grad_accum):
+            batch = to_device(next(data), device)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss, metrics = objective(forward, teacher, batch)
+            if not math.isfinite(loss.item()):
+                raise TrainingError(
+                    f"loss is {loss.item()} at step {step + 1}; stopping (no checkpoint written)"
+                )
+            (loss / cfg.grad_accum).backward()
+            for k, v in {"loss": loss.item(), **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip
+        )
+        optimizer.step()
+        schedule.step()
+        ema_update(ema, model, cfg.ema_decay)
+        step += 1
+        seen += cfg.batch_size
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            elapsed = time.perf_counter() - t0
+            last = {
+                "step": step,
+                **sums,
+                "grad_norm": float(grad_norm),
+                "lr": schedule.get_last_lr()[0],
+                "samples_per_s": seen / elapsed,
+            }
+            logger.log(last)
+            bar.set_postfix(loss=f"{sums['loss']:.4f}", sps=f"{seen / elapsed:.1f}")
+        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
+            save(step)
+        if sample_fn is not None and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
+            sample_fn(ema, step, run_dir)
+    bar.close()
+    if (
+        not ckpt.list_checkpoints(ckpt_root)
+        or ckpt.list_checkpoints(ckpt_root)[-1].name != f"step_{step:07d}"
+    ):
+        path = save(step)
+        print(f"checkpoint: {path}")
+    if sample_fn is not None:
+        sample_fn(ema, step, run_dir)
+    logger.close()
+    return last
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
