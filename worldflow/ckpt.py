@@ -129,11 +129,14 @@ def load_checkpoint(ckpt: str | Path, verify: bool = True, with_state: bool = Tr
     return out
 
 
-def load_weights(module: torch.nn.Module, state: dict, expected_missing: list[str], source: str) -> list[str]:
+def load_weights(
+    module: torch.nn.Module, state: dict, expected_missing: list[str], source: str, dropped: list[str] = ()
+) -> list[str]:
     """Load `state` into `module`; keys the module has but the state lacks must match a pattern in
-    `expected_missing` (fnmatch), anything else (missing, unexpected, wrong shape) is a CheckpointError.
-    Returns the missing keys that were allowed."""
+    `expected_missing` (fnmatch), keys of the state the module lacks must match one in `dropped`, and
+    anything else (missing, unexpected, wrong shape) is a CheckpointError. Returns the allowed missing keys."""
     own = module.state_dict()
+    state = {k: v for k, v in state.items() if not any(fnmatch.fnmatch(k, p) for p in dropped)}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [

@@ -47,6 +47,7 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    image_size: int = 32  # sets data.image_size
     run_dir: str = "runs/pretrain"
     resume: bool = False
     init_from: str | None = None

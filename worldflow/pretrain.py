@@ -42,6 +42,7 @@ def sampler(cfg: PretrainConfig):
 
 
 def run(cfg: PretrainConfig, raw: dict) -> dict:
+    cfg.data.image_size = cfg.image_size
     dataset = build_dataset(cfg.data)
     shape = tuple(dataset.sample_shape)
     model_cfg = dataclasses.replace(

@@ -163,6 +163,7 @@ def train(
     resume: bool = False,
     init_from: str | None = None,
     expected_missing: list[str] | None = None,
+    init_drop: list[str] | None = None,
     sample_fn: Callable[[nn.Module, int, Path], None] | None = None,
     logger: MetricLogger | None = None,
 ) -> dict:
@@ -189,8 +190,8 @@ def train(
     if init_from:
         loaded = ckpt.load_checkpoint(init_from, with_state=False)
         src = f"init_from={init_from}"
-        allowed = ckpt.load_weights(model, loaded["ema"], expected_missing or [], src)
-        ckpt.load_weights(ema, loaded["ema"], expected_missing or [], src)
+        allowed = ckpt.load_weights(model, loaded["ema"], expected_missing or [], src, init_drop or [])
+        ckpt.load_weights(ema, loaded["ema"], expected_missing or [], src, init_drop or [])
         print(f"init_from {loaded['dir']}: loaded EMA weights; newly initialised: {allowed or 'none'}")
 
     optimizer = torch.optim.AdamW(

@@ -1,0 +1,161 @@
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import randomize_zero_init
+from worldflow.data.actions import ActionStats, abs2rel_gripper, rel2abs_gripper
+from worldflow.data.cache import CacheWriter, EpisodeCache
+from worldflow.data.windows import WindowDataset, split_episodes
+from worldflow.errors import ConfigError, DataError
+from worldflow.logger import read_metrics
+from worldflow.model.dit import DiT, ModelConfig
+from worldflow.objectives import build_objective
+from worldflow.train import TrainConfig, collate, train
+from worldflow.worldmodel.infer import predict
+from worldflow.worldmodel.modes import WorldModelConfig, WorldModelObjective, layout_masks, validity_mask
+
+
+def test_rel2abs_gripper_hand_made():
+    # close at step 2, hold, open at step 5: starts open (opposite of the first command)
+    rel = np.array([0.0, 0.05, 1.0, 0.0, 0.0, -1.0, 0.0])
+    assert rel2abs_gripper(rel).tolist() == [1, 1, 0, 0, 0, 1, 1]
+    # first command is "open": the gripper must have been closed before it
+    assert rel2abs_gripper(np.array([0.0, -0.5, 0.0, 0.8])).tolist() == [0, 1, 1, 0]
+    assert rel2abs_gripper(np.zeros(3)).tolist() == [1, 1, 1]  # no command: open
+    assert rel2abs_gripper(np.array([0.09, -0.09])).tolist() == [1, 1]  # inside the ±0.1 dead band
+    assert abs2rel_gripper(np.array([1, 1, 0, 0, 1])).tolist() == [0, 0, 1, 0, -1]
+
+
+def test_percentile_normalisation_and_inverse():
+    rng = np.random.default_rng(0)
+    acts = np.concatenate([rng.normal(0, 0.02, (1000, 6)), rng.integers(0, 2, (1000, 1))], axis=1)
+    acts[:, 5] = 0.3  # a constant dimension: q01 == q99
+    stats = ActionStats.compute(acts)
+    n = stats.normalize(acts)
+    assert n[:, :5].min() == -1 and n[:, :5].max() == 1
+    assert (n[:, 5] == 0).all()  # constant dimension set to 0
+    assert np.array_equal(n[:, 6], acts[:, 6])  # gripper not normalised
+    q = np.array(stats.q01), np.array(stats.q99)
+    inside = ((acts[:, :5] > q[0][:5]) & (acts[:, :5] < q[1][:5])).all(1)
+    back = stats.denormalize(n)
+    np.testing.assert_allclose(back[inside][:, :5], acts[inside][:, :5], atol=1e-6)
+    assert np.allclose(back[:, 5], 0.3)
+    by_hand = 2 * (acts[0, 0] - stats.q01[0]) / (stats.q99[0] - stats.q01[0] + 1e-8) - 1
+    assert n[0, 0] == pytest.approx(np.clip(by_hand, -1, 1), abs=1e-6)
+    bad = acts.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(DataError, match="step 3, dimension 2"):
+        ActionStats.compute(bad)
+
+
+def make_cache(path, lengths=(5, 3, 6), size=8):
+    w = CacheWriter(path, size, {"source": "test"})
+    step = 0
+    for e, t in enumerate(lengths):
+        frames = np.zeros((t, size, size, 3), np.uint8)
+        for i in range(t):
+            frames[i] = (step + i) % 256  # the global step index, readable back from the pixels
+        actions = np.zeros((t, 7), np.float32)
+        actions[:, 0] = np.arange(step, step + t) / 100.0
+        actions[:, 6] = 1.0
+        w.add(
+            frames, actions, np.arange(t) == t - 1, np.zeros((t, 8)), f"task {e}", np.full(512, e, np.float32)
+        )
+        step += t
+    return EpisodeCache(w.finish())
+
+
+def test_windows_never_cross_episodes_and_mask_padding(tmp_path):
+    cache = make_cache(tmp_path / "c")
+    ds = WindowDataset(cache, context=2, horizon=3, action_horizon=4)
+    assert len(ds) == 4 + 2 + 5  # anchors 0..L-2 per episode
+    item = ds[0]  # episode 0, t = 0: context repeats frame 0
+    steps = ((item["x"][:, 0, 0, 0] + 1) * 127.5).round().long().tolist()
+    assert steps == [0, 0, 1, 2, 3]
+    item = ds[5]  # episode 1 (global steps 5..7), t = 1: futures 7 then padding
+    steps = ((item["x"][:, 0, 0, 0] + 1) * 127.5).round().long().tolist()
+    assert steps == [5, 6, 7, 7, 7]
+    assert item["frame_valid"].tolist() == [True, True, True, False, False]
+    assert item["action_valid"].tolist() == [True, True, False, False]
+    assert torch.equal(item["cond"], torch.full((512,), 1.0))
+    for i in range(len(ds)):
+        raw = ((ds[i]["x"][:, 0, 0, 0] + 1) * 127.5).round().long()
+        e = int(ds.index[i][0])
+        start, length = cache.episodes[e]
+        assert ((raw >= start) & (raw < start + length)).all()
+    train_eps, val_eps = split_episodes(3, 1)
+    assert train_eps == [0, 1] and val_eps == [2]
+    with pytest.raises(DataError, match="too few"):
+        split_episodes(3, 3)
+
+
+def test_cache_is_atomic_and_checks_shapes(tmp_path):
+    w = CacheWriter(tmp_path / "c", 8, {})
+    with pytest.raises(DataError, match="episode 0: frames"):
+        w.add(
+            np.zeros((2, 9, 8, 3), np.uint8), np.zeros((2, 7)), [0, 1], np.zeros((2, 8)), "x", np.zeros(512)
+        )
+    w.abort()
+    assert not (tmp_path / "c").exists() and not list(tmp_path.iterdir())
+    with pytest.raises(DataError, match="not a complete episode cache"):
+        EpisodeCache(tmp_path / "c")
+
+
+def wm_model(**kw):
+    torch.manual_seed(0)
+    cfg = dict(
+        size="debug", image_size=8, patch=4, frames=5, tubelet=1, cond_dim=512, action_dim=7, action_horizon=4
+    )
+    return DiT(ModelConfig(**{**cfg, **kw}))
+
+
+def test_mode_conditioning_patterns():
+    m = wm_model()
+    clean, absent = layout_masks(m, 2, ["policy", "forward", "inverse", "joint", "video"])
+    ctx, fut, act = slice(0, 8), slice(8, 20), slice(20, 24)  # 4 tokens per frame
+    expect = {  # (future clean, future absent, actions clean, actions absent)
+        0: (False, True, False, False),
+        1: (False, False, True, False),
+        2: (True, False, False, False),
+        3: (False, False, False, False),
+        4: (False, False, False, True),
+    }
+    for row, (fc, fa, ac, aa) in expect.items():
+        assert clean[row, ctx].all() and not absent[row, ctx].any()
+        assert (clean[row, fut] == fc).all() and (absent[row, fut] == fa).all()
+        assert (clean[row, act] == ac).all() and (absent[row, act] == aa).all()
+    valid = validity_mask(
+        m, torch.tensor([[1, 1, 1, 1, 0]], dtype=torch.bool), torch.tensor([[1, 1, 0, 0]], dtype=torch.bool)
+    )
+    assert valid[0, 16:20].sum() == 0 and valid[0, :16].all() and valid[0, 20:].tolist() == [1, 1, 0, 0]
+    with pytest.raises(ConfigError, match="unknown world-model mode"):
+        WorldModelObjective(WorldModelConfig(mode_weights={"dream": 1.0}), None)
+
+
+def test_forward_dynamics_uses_actions():
+    m = randomize_zero_init(wm_model()).eval()
+    ctx, cond = torch.randn(1, 2, 3, 8, 8), torch.randn(1, 512)
+    a = predict(m, ctx, cond, "forward", actions=torch.zeros(1, 4, 7), steps=4, seed=0)["frames"]
+    b = predict(m, ctx, cond, "forward", actions=torch.ones(1, 4, 7), steps=4, seed=0)["frames"]
+    again = predict(m, ctx, cond, "forward", actions=torch.zeros(1, 4, 7), steps=4, seed=0)["frames"]
+    assert torch.equal(a, again)
+    assert (a - b).abs().mean() > 1e-3
+    with pytest.raises(ConfigError, match="pass actions"):
+        predict(m, ctx, cond, "forward")
+
+
+@pytest.mark.parametrize("objective", ["vanilla", "selfflow"])
+def test_tiny_finetune_lowers_frame_and_action_losses(tmp_path, objective):
+    cache = make_cache(tmp_path / "c", lengths=(12, 12, 12, 12))
+    ds = WindowDataset(cache, context=2, horizon=3, action_horizon=4)
+    m = wm_model()
+    obj = WorldModelObjective(WorldModelConfig(), build_objective({"name": objective}, m))
+    batch = collate([ds[i] for i in range(4)])
+    assert obj(m, m, batch)[1]["frac_policy"] >= 0
+    cfg = TrainConfig(steps=80, batch_size=16, lr=1e-3, ema_decay=0.9, log_every=1)
+    train(m, obj, ds, cfg, tmp_path / "run", {})
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    for key in ("loss_frames", "loss_actions"):
+        first = np.mean([r[key] for r in rows[:10]])
+        last = np.mean([r[key] for r in rows[-10:]])
+        assert last < 0.7 * first, (key, first, last)

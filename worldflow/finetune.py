@@ -1,0 +1,136 @@
+"""python -m worldflow.finetune robot=rt1 [debug=cpu] [init_from=<pretrain run>] [objective=selfflow|vanilla]
+
+Fine-tunes the backbone as a world model on RLDS episodes (RT-1 by default); every token carries its own
+timestep, so one network learns the policy, forward, inverse and joint modes (DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import worldflow
+from worldflow.config import CONFIG_DIR, LoggerConfig, entry_point, typed
+from worldflow.data.rlds import open_cache
+from worldflow.data.windows import WindowDataset, split_episodes
+from worldflow.logger import MetricLogger
+from worldflow.model.dit import DiT, ModelConfig
+from worldflow.objectives import build_objective, objective_config
+from worldflow.train import TrainConfig, train
+from worldflow.worldmodel.modes import WorldModelConfig, WorldModelObjective
+from worldflow.worldmodel.openloop import OpenLoopConfig, evaluate_open_loop
+from worldflow.worldmodel.robot import RobotConfig
+
+
+@dataclass
+class FinetuneConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    robot: RobotConfig = field(default_factory=RobotConfig)
+    worldmodel: WorldModelConfig = field(default_factory=WorldModelConfig)
+    openloop: OpenLoopConfig = field(default_factory=OpenLoopConfig)
+    image_size: int = 64
+    cache_dir: str = "data/cache"
+    val_episodes: int = 4
+    run_dir: str = "runs/finetune_rt1"
+    resume: bool = False
+    init_from: str | None = None
+    expected_missing: list[str] = field(default_factory=list)
+    init_drop: list[str] = field(default_factory=list)
+
+
+def resolve_dataset(cfg: FinetuneConfig) -> None:
+    """No dataset configured: write (once) and use the embedded RT-1-schema dataset from the CPU suite."""
+    if cfg.robot.data.root is not None:
+        return
+    if cfg.robot.embedded is None:
+        raise worldflow.errors.ConfigError("robot.data.root is not set and the robot has no embedded default")
+    from envs.embedded import ensure_embedded_dataset
+
+    emb = cfg.robot.embedded
+    root = ensure_embedded_dataset(emb.root, emb.tasks, emb.episodes_per_task, emb.seed)
+    print(
+        f"robot={cfg.robot.name}: no dataset configured (robot.data.root); using the embedded RT-1-schema dataset {root} written from the CPU suite's scripted experts"
+    )
+    cfg.robot.data.root = str(root)
+
+
+def run(cfg: FinetuneConfig, raw: dict) -> dict:
+    resolve_dataset(cfg)
+    cache = open_cache(cfg.robot.data, cfg.image_size, cfg.cache_dir)
+    train_eps, val_eps = split_episodes(len(cache), cfg.val_episodes)
+    wm = cfg.worldmodel
+    dataset = WindowDataset(cache, wm.context, wm.horizon, wm.action_horizon, train_eps)
+    model_cfg = dataclasses.replace(
+        cfg.model,
+        channels=3,
+        image_size=cfg.image_size,
+        frames=wm.context + wm.horizon,
+        num_classes=0,
+        cond_dim=cache.embeddings.shape[1],
+        action_dim=7,
+        action_horizon=wm.action_horizon,
+    )
+    model = DiT(model_cfg)
+    objective = WorldModelObjective(wm, build_objective(cfg.objective, model))
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"finetune: robot={cfg.robot.name} {len(cache)} episodes ({len(train_eps)} train, {len(val_eps)} held out), "
+        f"{len(dataset)} windows, model={model_cfg.size} ({n_params / 1e6:.1f}M params, {model.num_tokens} tokens), "
+        f"objective={cfg.objective['name']}, run_dir={cfg.run_dir}"
+    )
+    meta = {
+        "kind": "worldmodel",
+        "worldflow": worldflow.__version__,
+        "torch": torch.__version__,
+        "model": dataclasses.asdict(model_cfg),
+        "objective": cfg.objective,
+        "worldmodel": dataclasses.asdict(wm),
+        "robot": dataclasses.asdict(cfg.robot),
+        "action_stats": cache.stats.to_dict(),
+        "data": {"cache": str(cache.path), "hash": cache.meta.get("hash"), "val_episodes": val_eps},
+        "config": raw,
+    }
+    val = WindowDataset(cache, wm.context, wm.horizon, wm.action_horizon, val_eps)
+
+    def sample_fn(ema, step, run_dir):
+        evaluate_open_loop(ema, val, cfg.openloop, run_dir / "openloop" / f"step_{step:07d}")
+
+    logger = MetricLogger(
+        cfg.run_dir, wandb=dataclasses.asdict(cfg.logger) if cfg.logger.kind == "wandb" else None, config=raw
+    )
+    return train(
+        model,
+        objective,
+        dataset,
+        cfg.train,
+        cfg.run_dir,
+        meta,
+        resume=cfg.resume,
+        init_from=cfg.init_from,
+        expected_missing=cfg.expected_missing,
+        init_drop=cfg.init_drop,
+        sample_fn=sample_fn,
+        logger=logger,
+    )
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="finetune", version_base="1.3")
+@entry_point
+def main(raw: DictConfig) -> None:
+    cfg = typed(FinetuneConfig, raw, ignore=("objective",))
+    objective_config(cfg.objective)
+    last = run(cfg, OmegaConf.to_container(raw, resolve=True))
+    print(f"done: step {last.get('step')} loss {last.get('loss', float('nan')):.4f} -> {cfg.run_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

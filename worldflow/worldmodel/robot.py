@@ -1,0 +1,29 @@
+"""A robot = a dataset, an action spec and an evaluation env, chosen together by `robot=<name>`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from worldflow.data.rlds import RobotDataConfig
+
+
+@dataclass
+class EmbeddedConfig:
+    """The default dataset when none is configured: RT-1-schema episodes from the CPU suite's experts."""
+
+    root: str = "data/rt1_embedded"
+    tasks: list[str] = field(default_factory=lambda: ["google_robot_all"])
+    episodes_per_task: int = 12
+    seed: int = 0
+
+
+@dataclass
+class RobotConfig:
+    name: str = "rt1"
+    data: RobotDataConfig = field(default_factory=RobotDataConfig)
+    embedded: EmbeddedConfig | None = field(default_factory=EmbeddedConfig)
+    # What the evaluation env expects: the model predicts standardised actions (absolute gripper).
+    env_suite: str = "cpu"  # cpu | simpler
+    env_tasks: list[str] = field(default_factory=lambda: ["google_robot_all"])
+    rotation: str = "axis_angle"  # axis_angle (RT-1: passed through) | rpy (Octo/OpenVLA: converted)
+    gripper_out: str = "relative"  # what the env takes: relative (+1 close, -1 open)
