@@ -24,10 +24,11 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 11) -> torch.Te
     (..., C, H, W) -> (...,). Images smaller than the window use a window of their size."""
     lead = pred.shape[:-3]
     c, h, w = pred.shape[-3:]
-    x = ((pred.float() + 1) / 2).reshape(-1, c, h, w)
-    y = ((target.float() + 1) / 2).reshape(-1, c, h, w)
+    # float64: the variances are differences of nearly equal numbers
+    x = ((pred.double() + 1) / 2).reshape(-1, c, h, w)
+    y = ((target.double() + 1) / 2).reshape(-1, c, h, w)
     size = min(window, h, w)
-    k = _gaussian_window(size).to(x.device)[None, None].expand(c, 1, size, size)
+    k = _gaussian_window(size).to(x.device, torch.float64)[None, None].expand(c, 1, size, size)
     blur = lambda z: F.conv2d(z, k, groups=c)  # noqa: E731
     mu_x, mu_y = blur(x), blur(y)
     sxx = blur(x * x) - mu_x**2
@@ -35,4 +36,4 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 11) -> torch.Te
     sxy = blur(x * y) - mu_x * mu_y
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(1).reshape(lead)
+    return s.flatten(1).mean(1).reshape(lead).float()

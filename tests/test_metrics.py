@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import randomize_zero_init
+from worldflow.metrics.fd import DomainEncoderConfig, DomainFD, fd_of, frechet_distance
+from worldflow.metrics.probe import block_features, linear_probe
+from worldflow.metrics.video import psnr, ssim
+
+
+def test_frechet_distance_closed_form():
+    # 1-D Gaussians: FD = (m1 - m2)^2 + (s1 - s2)^2
+    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])) == pytest.approx(4 + 1)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 8))
+    assert fd_of(a, a) == pytest.approx(0.0, abs=1e-8)
+    shifts = [fd_of(a, a + s) for s in (0.5, 1.0)]
+    assert shifts[0] == pytest.approx(8 * 0.25, rel=1e-6) and shifts[1] == pytest.approx(8.0, rel=1e-6)
+
+
+def test_domain_fd_zero_on_itself_and_grows_with_shift(tmp_path):
+    torch.manual_seed(0)
+    labels = torch.arange(256) % 4
+    x = torch.rand(256, 3, 16, 16) * 0.2 - 0.6
+    for c in range(3):
+        x[labels == c, c] += 1.0
+    cfg = DomainEncoderConfig(width=8, dim=16, steps=30, batch_size=32)
+    fd = DomainFD(x, labels, tmp_path, cfg)
+    assert fd(x) == pytest.approx(0.0, abs=1e-6)
+    small, large = fd((x + 0.1).clamp(-1, 1)), fd((x + 0.5).clamp(-1, 1))
+    assert 0 < small < large
+    again = DomainFD(x, labels, tmp_path, cfg)  # cached by hash: same encoder file, same number
+    assert again.path == fd.path and again(x + 0.1) == pytest.approx(small, rel=1e-6)
+    video = x[:64].view(16, 4, 3, 16, 16)
+    vfd = DomainFD(video, None, tmp_path, cfg)
+    static = video[:, :1].expand_as(video)  # same frames, no motion
+    assert vfd(video) == pytest.approx(0.0, abs=1e-6) and vfd(static) > vfd(video) + 1e-3
+
+
+def test_psnr_and_ssim_by_hand():
+    a = torch.zeros(1, 3, 16, 16)
+    b = a + 0.2  # error 0.1 on [0, 1] -> MSE 0.01 -> 20 dB
+    assert psnr(b, a).item() == pytest.approx(20.0, abs=1e-4)
+    assert ssim(a, a).item() == pytest.approx(1.0, abs=1e-6)
+    # constant images: SSIM = (2 mu_x mu_y + c1) / (mu_x^2 + mu_y^2 + c1)
+    mx, my, c1 = 0.5, 0.6, 0.01**2
+    assert ssim(b, a).item() == pytest.approx((2 * mx * my + c1) / (mx**2 + my**2 + c1), rel=1e-5)
+    noisy = (a + torch.randn_like(a) * 0.3).clamp(-1, 1)
+    assert ssim(noisy, a).item() < 0.9
+    assert psnr(torch.zeros(2, 5, 3, 8, 8), torch.zeros(2, 5, 3, 8, 8)).shape == (2, 5)
+
+
+def test_linear_probe_separates_separable_features(tiny_model):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(400) % 4
+    centers = torch.randn(4, 10, generator=g) * 3
+    x = centers[y] + torch.randn(400, 10, generator=g)
+    assert linear_probe(x[:300], y[:300], x[300:], y[300:]) > 0.95
+    assert linear_probe(torch.randn(300, 10, generator=g), y[:300], torch.randn(100, 10, generator=g), y[300:]) < 0.5
+    m = randomize_zero_init(tiny_model())
+    f = block_features(m, torch.randn(6, 3, 16, 16), block=2)
+    assert f.shape == (6, m.hidden)
