@@ -94,7 +94,16 @@ def read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with open(path) as f:
-        return [{**r, "seed": int(r["seed"]), "step": int(r["step"]), "fd": float(r["fd"]), "probe_acc": float(r["probe_acc"])} for r in csv.DictReader(f)]
+        return [
+            {
+                **r,
+                "seed": int(r["seed"]),
+                "step": int(r["step"]),
+                "fd": float(r["fd"]),
+                "probe_acc": float(r["probe_acc"]),
+            }
+            for r in csv.DictReader(f)
+        ]
 
 
 def run_study(cfg: StudyConfig) -> dict:
@@ -107,7 +116,9 @@ def run_study(cfg: StudyConfig) -> dict:
     data = build_dataset(cfg.data)
     n_real, ev = cfg.eval.real, cfg.eval
     if len(data) < n_real + ev.probe_train + ev.probe_test:
-        raise ConfigError(f"data.num_samples={len(data)} is smaller than eval.real + probe_train + probe_test")
+        raise ConfigError(
+            f"data.num_samples={len(data)} is smaller than eval.real + probe_train + probe_test"
+        )
     real_x, real_y = stack(data, range(n_real))
     fd = DomainFD(real_x, real_y if data.num_classes else None, out / "cache", cfg.domain_encoder)
     print(f"domain FD encoder: {fd.path}")
@@ -135,7 +146,11 @@ def run_study(cfg: StudyConfig) -> dict:
                 shutil.rmtree(run_dir)
             torch.manual_seed(seed)
             model_cfg = dataclasses.replace(
-                cfg.model, channels=shape[-3], image_size=shape[-1], frames=shape[0] if len(shape) == 4 else 1, num_classes=data.num_classes
+                cfg.model,
+                channels=shape[-3],
+                image_size=shape[-1],
+                frames=shape[0] if len(shape) == 4 else 1,
+                num_classes=data.num_classes,
             )
             model = DiT(model_cfg)
             obj_cfg = dict(METHODS[name])
@@ -149,14 +164,33 @@ def run_study(cfg: StudyConfig) -> dict:
                 feats = block_features(ema, probe_x, block)
                 k = ev.probe_train
                 acc = linear_probe(feats[:k], probe_y[:k], feats[k:], probe_y[k:])
-                last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1]) if (run_dir / "metrics.jsonl").exists() else {}
-                row = {"method": name, "seed": seed, "step": step, "fd": fd(samples.cpu()), "probe_acc": acc, "loss": last.get("loss_flow", "")}
+                last = (
+                    json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+                    if (run_dir / "metrics.jsonl").exists()
+                    else {}
+                )
+                row = {
+                    "method": name,
+                    "seed": seed,
+                    "step": step,
+                    "fd": fd(samples.cpu()),
+                    "probe_acc": acc,
+                    "loss": last.get("loss_flow", ""),
+                }
                 append_row(csv_path, row)
                 print(f"  {name} seed {seed} step {step}: FD {row['fd']:.3f} probe {acc:.3f}")
 
             train_cfg = dataclasses.replace(cfg.train, seed=seed, sample_every=ev.every, ckpt_every=0)
             print(f"{name} seed {seed}: training {cfg.train.steps} steps")
-            train(model, objective, data, train_cfg, run_dir, {"model": dataclasses.asdict(model_cfg), "objective": obj_cfg}, sample_fn=evaluate)
+            train(
+                model,
+                objective,
+                data,
+                train_cfg,
+                run_dir,
+                {"model": dataclasses.asdict(model_cfg), "objective": obj_cfg},
+                sample_fn=evaluate,
+            )
     rows = read_rows(csv_path)
     summary = summarize(rows, names, cfg.train.steps)
     write_table(summary, out / "table.md", cfg)
@@ -176,7 +210,9 @@ def _rewrite(path: Path, rows: list[dict]) -> None:
 
 
 def curve(rows, name, seed):
-    pts = sorted((r["step"], r["fd"], r["probe_acc"]) for r in rows if r["method"] == name and r["seed"] == seed)
+    pts = sorted(
+        (r["step"], r["fd"], r["probe_acc"]) for r in rows if r["method"] == name and r["seed"] == seed
+    )
     return [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
 
 
@@ -186,7 +222,11 @@ def summarize(rows: list[dict], names: list[str], final_step: int) -> dict:
     target = mean_std(finals["vanilla"])[0] if finals.get("vanilla") else None
     out = {"target_fd": target, "methods": {}}
     for n in names:
-        reach = [steps_to_reach(*curve(rows, n, s)[:2], target) for s in seeds if curve(rows, n, s)[0]] if target else []
+        reach = (
+            [steps_to_reach(*curve(rows, n, s)[:2], target) for s in seeds if curve(rows, n, s)[0]]
+            if target
+            else []
+        )
         probes = [curve(rows, n, s)[2][-1] for s in seeds if curve(rows, n, s)[0]]
         out["methods"][n] = {
             "final_fd": mean_std(finals[n]),
@@ -215,7 +255,9 @@ def write_table(summary: dict, path: Path, cfg: StudyConfig) -> None:
         st = m["steps_to_vanilla_final_fd"]
         st_txt = "never" if not st or st[0] == float("inf") else f"{st[0]:.0f} ± {st[1]:.0f}"
         pa, ps = m["final_probe_acc"]
-        lines.append(f"| {n} | {fd_m:.3f} ± {fd_s:.3f} | {st_txt} | {m.get('speedup_vs_vanilla', 0):.2f} | {pa:.3f} ± {ps:.3f} |")
+        lines.append(
+            f"| {n} | {fd_m:.3f} ± {fd_s:.3f} | {st_txt} | {m.get('speedup_vs_vanilla', 0):.2f} | {pa:.3f} ± {ps:.3f} |"
+        )
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)

@@ -70,14 +70,19 @@ def markdown_table(summary: dict, title: str = "") -> str:
     lines += ["| task | episodes | success | 95% Wilson interval |", "|---|---|---|---|"]
     for task, s in summary.items():
         lo, hi = s["wilson95"]
-        lines.append(f"| {task} | {s['episodes']} | {100 * s['success_rate']:.1f}% ({s['successes']}) | [{100 * lo:.1f}, {100 * hi:.1f}] |")
+        lines.append(
+            f"| {task} | {s['episodes']} | {100 * s['success_rate']:.1f}% ({s['successes']}) | [{100 * lo:.1f}, {100 * hi:.1f}] |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def write_summary(out_dir: str | Path, rows: list[dict], title: str = "") -> dict:
     out_dir = Path(out_dir)
     summary = summarize(rows)
-    for name, text in (("summary.json", json.dumps(summary, indent=1)), ("summary.md", markdown_table(summary, title))):
+    for name, text in (
+        ("summary.json", json.dumps(summary, indent=1)),
+        ("summary.md", markdown_table(summary, title)),
+    ):
         tmp = out_dir / f".{name}.tmp"
         tmp.write_text(text)
         tmp.replace(out_dir / name)

@@ -5,7 +5,13 @@ import pytest
 
 from eval.results import EpisodeLog, markdown_table, summarize, write_summary
 from eval.stats import wilson_interval
-from policies.conversions import OctoConverter, RT1Converter, absolute_to_relative_rt1, axangle2matrix, euler2axangle
+from policies.conversions import (
+    OctoConverter,
+    RT1Converter,
+    absolute_to_relative_rt1,
+    axangle2matrix,
+    euler2axangle,
+)
 
 
 def test_wilson_interval_known_values():
@@ -22,7 +28,9 @@ def test_wilson_interval_known_values():
 def test_episode_log_resume_and_summary_count_each_once(tmp_path):
     log = EpisodeLog(tmp_path)
     for seed, ok in [(0, True), (1, False), (2, True)]:
-        log.append({"task": "t", "seed": seed, "success": ok, "steps": 10, "failure": None if ok else "timeout: x"})
+        log.append(
+            {"task": "t", "seed": seed, "success": ok, "steps": 10, "failure": None if ok else "timeout: x"}
+        )
     log.append({"task": "t", "seed": 1, "success": True, "steps": 12, "failure": None})  # a rerun of seed 1
     with open(log.path, "a") as f:
         f.write('{"task": "t", "seed": 3, "succ')  # a line cut by a crash

@@ -1,0 +1,143 @@
+"""The harness side of the env-worker protocol (eval/worker.py): start a worker process with a Python the
+user names, send requests, and turn a crash or a hang into a clear exception."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from eval.worker import decode_array
+
+WORKER = Path(__file__).resolve().parent / "worker.py"
+
+
+class WorkerError(RuntimeError):
+    """The worker died or hung; the episode in flight is failed with this reason."""
+
+
+class EnvRequestError(RuntimeError):
+    """The worker is alive but the env raised (reported by the worker)."""
+
+
+class EnvClient:
+    def __init__(
+        self,
+        suite: str = "cpu",
+        python: str | None = None,
+        timeout: float = 120.0,
+        worker: str | Path = WORKER,
+    ):
+        self.suite, self.python, self.timeout, self.worker = (
+            suite,
+            python or sys.executable,
+            timeout,
+            str(worker),
+        )
+        self.proc: subprocess.Popen | None = None
+        self.task = self.kwargs = None
+
+    def start(self) -> None:
+        if not Path(self.python).exists() and os.sep in self.python:
+            raise WorkerError(f"worker python {self.python} does not exist")
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [self.python, self.worker, "--suite", self.suite],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            bufsize=1,
+        )
+
+    def _stderr_tail(self) -> str:
+        self.stderr.seek(0)
+        lines = self.stderr.read().strip().splitlines()
+        return " | ".join(lines[-3:])
+
+    def request(self, msg: dict, timeout: float | None = None) -> dict:
+        if self.proc is None or self.proc.poll() is not None:
+            self.restart()
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as e:
+            self.kill()
+            raise WorkerError(
+                f"worker_crash: could not send {msg['cmd']!r} ({e}); stderr: {self._stderr_tail()}"
+            ) from e
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout or self.timeout)
+        if not ready:
+            self.kill()
+            raise WorkerError(
+                f"worker_timeout: no answer to {msg['cmd']!r} within {timeout or self.timeout:.0f} s"
+            )
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait(timeout=5)
+            tail = self._stderr_tail()
+            self.proc = None
+            raise WorkerError(
+                f"worker_crash: worker exited with code {code} during {msg['cmd']!r}; stderr: {tail}"
+            )
+        res = json.loads(line)
+        if not res.get("ok"):
+            raise EnvRequestError(res.get("error", "unknown worker error"))
+        return res
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+        if self.task is not None:
+            self.make(self.task, self.kwargs)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.request({"cmd": "close"}, timeout=10)
+            except (WorkerError, EnvRequestError):
+                pass
+        self.kill()
+
+    # ----- env API ------------------------------------------------------------------------------------
+    def make(self, task: str, kwargs: dict | None = None) -> int:
+        self.task, self.kwargs = task, kwargs or {}
+        return int(self.request({"cmd": "make", "task": task, "kwargs": self.kwargs})["max_steps"])
+
+    def reset(self, seed: int) -> tuple[dict, str]:
+        res = self.request({"cmd": "reset", "seed": int(seed)})
+        return _obs(res["obs"]), res["instruction"]
+
+    def step(self, action: np.ndarray) -> dict:
+        res = self.request({"cmd": "step", "action": np.asarray(action, np.float64).tolist()})
+        res["obs"] = _obs(res["obs"])
+        return res
+
+    def instruction(self) -> str:
+        return self.request({"cmd": "instruction"})["instruction"]
+
+    def is_final_subtask(self) -> bool:
+        return bool(self.request({"cmd": "is_final_subtask"})["value"])
+
+    def advance(self) -> None:
+        self.request({"cmd": "advance"})
+
+    def expert(self) -> tuple[np.ndarray, bool]:
+        res = self.request({"cmd": "expert"})
+        return np.asarray(res["action"], np.float32), bool(res["terminate"])
+
+
+def _obs(d: dict) -> dict:
+    return {k: decode_array(v) for k, v in d.items()}

@@ -1,0 +1,132 @@
+"""Running an evaluation: tasks x seeds over parallel env workers, resumable, with videos and summaries."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from eval.client import EnvClient, EnvRequestError, WorkerError
+from eval.loop import run_episode
+from eval.results import EpisodeLog, markdown_table, write_summary
+from worldflow.errors import EnvError
+
+
+def expand_tasks(tasks: list[str], known: list[str], groups: dict[str, list[str]]) -> list[str]:
+    """Task names and group names -> task names, in order, without repeats; unknown names are an error."""
+    out: list[str] = []
+    for name in tasks:
+        if name in groups:
+            out += [t for t in groups[name] if t not in out]
+        elif name in known:
+            if name not in out:
+                out.append(name)
+        else:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(known) + list(groups), n=3)
+            raise EnvError(
+                f"unknown task {name!r}"
+                + (f"; did you mean {close}?" if close else f"; known groups: {sorted(groups)}")
+            )
+    return out
+
+
+def evaluate(
+    tasks: list[str],
+    seeds: list[int],
+    make_policy: Callable[[EnvClient], object],
+    out_dir: str | Path,
+    *,
+    suite: str = "cpu",
+    python: str | None = None,
+    env_kwargs: dict | None = None,
+    workers: int = 1,
+    videos_per_task: int = 2,
+    timeout: float = 120.0,
+    title: str = "",
+) -> dict:
+    """Run every (task, seed) not already in out_dir/episodes.jsonl; returns the summary."""
+    out_dir = Path(out_dir)
+    log = EpisodeLog(out_dir)
+    done = log.finished()
+    todo = [(t, s) for t in tasks for s in seeds if (t, s) not in done]
+    video_seeds = {t: set(seeds[:videos_per_task]) for t in tasks}
+    jobs: queue.Queue = queue.Queue()
+    for job in todo:
+        jobs.put(job)
+    lock = threading.Lock()
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in log.rows():
+        counts[r["task"]][0] += int(bool(r["success"]))
+        counts[r["task"]][1] += 1
+    bar = tqdm(
+        total=len(tasks) * len(seeds),
+        initial=len(tasks) * len(seeds) - len(todo),
+        desc="episodes",
+        dynamic_ncols=True,
+    )
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        client = EnvClient(suite, python, timeout)
+        policy = make_policy(client)
+        current = None
+        try:
+            while True:
+                try:
+                    task, seed = jobs.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    if current != task:
+                        max_steps = client.make(task, env_kwargs)
+                        current = task
+                    row = run_episode(client, policy, task, seed, max_steps, record=seed in video_seeds[task])
+                except (WorkerError, EnvRequestError) as e:  # the env could not even be made or reset
+                    current = None
+                    row = {
+                        "task": task,
+                        "seed": seed,
+                        "success": False,
+                        "steps": 0,
+                        "instruction": "",
+                        "failure": str(e),
+                        "seconds": 0.0,
+                    }
+                frames = row.pop("frames", None)
+                if frames:
+                    from worldflow.viz import save_video
+
+                    save_video(
+                        frames,
+                        out_dir / "videos" / f"{task}_seed{seed}_{'ok' if row['success'] else 'fail'}.mp4",
+                        fps=5,
+                    )
+                with lock:
+                    log.append(row)
+                    counts[task][0] += int(row["success"])
+                    counts[task][1] += 1
+                    bar.update(1)
+                    bar.set_postfix_str(" ".join(f"{t[-14:]}:{k}/{n}" for t, (k, n) in counts.items()))
+        except BaseException as e:  # a policy bug: stop everything, keep what finished
+            errors.append(e)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(max(1, min(workers, len(todo))))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    bar.close()
+    if errors:
+        raise errors[0]
+    rows = [r for r in log.rows() if r["task"] in tasks and int(r["seed"]) in set(seeds)]
+    summary = write_summary(out_dir, rows, title)
+    print(markdown_table(summary, title))
+    return summary

@@ -1,0 +1,104 @@
+"""SIMPLER's evaluation loop (maniskill2_evaluator.py), over any env that speaks the worker protocol.
+
+Exactly: the policy sees the current instruction and is reset when it changes; a terminate flag in a
+non-final subtask calls `advance_to_next_subtask()` and the step is still executed; the loop stops on
+terminate in the final subtask or at truncation, never on success; success is judged at the last step.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from eval.client import EnvRequestError, WorkerError
+from policies.base import ActionChunk
+
+
+class PolicyError(RuntimeError):
+    """The policy returned something the env cannot take (wrong action shape, NaN)."""
+
+
+class ScriptedPolicy:
+    """The CPU suite's scripted expert, run inside the env worker from privileged state (an upper bound)."""
+
+    action_dim = 7
+
+    def __init__(self, client):
+        self.client = client
+
+    def reset(self, instruction: str, seed: int) -> None:
+        pass
+
+    def act(self, obs: dict) -> ActionChunk:
+        action, terminate = self.client.expert()
+        return ActionChunk(action[None], np.array([terminate]))
+
+
+def check_chunk(chunk: ActionChunk, action_dim: int) -> None:
+    if chunk.actions.ndim != 2 or chunk.actions.shape[1] != action_dim or len(chunk.actions) == 0:
+        raise PolicyError(
+            f"policy returned actions of shape {chunk.actions.shape}; the env takes (K, {action_dim})"
+        )
+    if not np.isfinite(chunk.actions).all():
+        raise PolicyError("policy returned NaN or inf actions")
+
+
+def run_episode(
+    env, policy, task: str, seed: int, max_steps: int, record: bool = False, action_dim: int = 7
+) -> dict:
+    """One episode; returns the row for episodes.jsonl (and `frames` when recording)."""
+    t0 = time.perf_counter()
+    steps, success, failure = 0, False, None
+    frames: list[np.ndarray] = []
+    instruction = ""
+    try:
+        obs, instruction = env.reset(seed)
+        policy.reset(instruction, seed)
+        if record:
+            frames.append(obs["image"])
+        stop = False
+        while not stop:
+            chunk = policy.act(obs)
+            check_chunk(chunk, action_dim)
+            for action, terminate in zip(chunk.actions, chunk.terminate):
+                if terminate:
+                    if env.is_final_subtask():
+                        stop = True
+                    else:
+                        env.advance()
+                res = env.step(action)
+                steps += 1
+                obs, success = res["obs"], res["success"]
+                if record:
+                    frames.append(obs["image"])
+                if res["truncated"] or steps >= max_steps:
+                    stop = True
+                    failure = None if success else "timeout"
+                    break
+                if stop:
+                    failure = None if success else "terminated"
+                    break
+                new_instruction = env.instruction()
+                if (
+                    new_instruction != instruction
+                ):  # the model is reset on a new instruction, as SIMPLER's wrappers do
+                    instruction = new_instruction
+                    policy.reset(instruction, seed)
+                    break
+    except WorkerError as e:
+        success, failure = False, str(e)
+    except (EnvRequestError, PolicyError) as e:
+        success, failure = False, f"error: {e}"
+    row = {
+        "task": task,
+        "seed": int(seed),
+        "success": bool(success),
+        "steps": steps,
+        "instruction": instruction,
+        "failure": failure,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if record:
+        row["frames"] = frames
+    return row

@@ -1,0 +1,118 @@
+"""The world-model policy (DESIGN.md §2, §4): policy mode of a fine-tuned checkpoint.
+
+Keeps the last `context` frames, samples only the action tokens with few Euler steps (future frames stay
+absent, never decoded), de-standardises with the checkpoint's statistics, turns the absolute gripper into
+the env's relative command and returns the first `stride` actions of the chunk (receding horizon).
+With `plan.samples > 1` it samples several chunks, imagines each one's future with forward dynamics and
+keeps the best by a configurable score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from policies.base import ActionChunk
+from policies.conversions import absolute_to_relative_rt1
+from worldflow.errors import ConfigError
+from worldflow.worldmodel.bundle import WorldModel, from_checkpoint
+from worldflow.worldmodel.infer import predict
+
+
+@dataclass
+class PlanConfig:
+    samples: int = 1  # 1: no planning
+    score: str = "consistency"  # consistency: inverse dynamics of the imagined frames agrees with the chunk
+    #                              | medoid: the chunk closest to the others (consensus)
+
+
+def embed_instruction(text: str) -> np.ndarray:
+    from envs.language import language_embedding
+
+    return language_embedding(text)
+
+
+def to_model_frame(image: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, size, size) in [-1, 1], area resampling like the episode cache's conversion."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
+    x = F.interpolate(x, size=(size, size), mode="area")
+    return x[0].round().clamp(0, 255) / 127.5 - 1.0
+
+
+class WorldModelPolicy:
+    action_dim = 7
+
+    def __init__(
+        self,
+        checkpoint: str | WorldModel,
+        steps: int = 10,
+        stride: int = 4,
+        plan: PlanConfig | None = None,
+        device: str = "cpu",
+    ):
+        self.wm = (
+            from_checkpoint(checkpoint, device=device)
+            if not isinstance(checkpoint, WorldModel)
+            else checkpoint
+        )
+        self.model = self.wm.model
+        self.steps, self.plan = steps, plan or PlanConfig()
+        self.context = self.wm.worldmodel.context
+        if not 1 <= stride <= self.wm.worldmodel.action_horizon:
+            raise ConfigError(
+                f"policy stride={stride} must be in 1..{self.wm.worldmodel.action_horizon} (the action horizon)"
+            )
+        if self.plan.score not in ("consistency", "medoid"):
+            raise ConfigError(f"plan.score={self.plan.score!r}; use consistency or medoid")
+        self.stride = stride
+        self.device = device
+
+    def reset(self, instruction: str, seed: int) -> None:
+        self.history: list[torch.Tensor] = []
+        self.cond = torch.from_numpy(embed_instruction(instruction)).float()[None].to(self.device)
+        self.gripper_open = 1.0  # the env starts with the gripper open
+        self.seed = seed
+        self.calls = 0
+
+    @torch.no_grad()
+    def act(self, obs: dict) -> ActionChunk:
+        frame = to_model_frame(obs["image"], self.wm.image_size).to(self.device)
+        # before the episode's first frame the context repeats it, as the training windows do
+        self.history = self.history[1:] + [frame] if self.history else [frame] * self.context
+        ctx = torch.stack(self.history)[None]  # (1, C, 3, S, S)
+        n = self.plan.samples
+        seed = self.seed * 100_003 + self.calls
+        self.calls += 1
+        chunks = predict(
+            self.model,
+            ctx.expand(n, *ctx.shape[1:]),
+            self.cond.expand(n, -1),
+            "policy",
+            steps=self.steps,
+            seed=seed,
+        )["actions"]
+        best = self.choose(ctx, chunks, seed) if n > 1 else 0
+        normed = chunks[best].cpu().numpy()[: self.stride]
+        actions = self.wm.stats.denormalize(normed)
+        absolute = actions[:, 6].copy()
+        actions[:, 6] = absolute_to_relative_rt1(absolute, self.gripper_open)
+        self.gripper_open = float(absolute[-1] > 0.5)
+        return ActionChunk(actions, np.zeros(len(actions), bool))
+
+    def choose(self, ctx: torch.Tensor, chunks: torch.Tensor, seed: int) -> int:
+        n = len(chunks)
+        if self.plan.score == "medoid":
+            d = torch.cdist(chunks.flatten(1), chunks.flatten(1))
+            return int(d.sum(1).argmin())
+        cond = self.cond.expand(n, -1)
+        c = ctx.expand(n, *ctx.shape[1:])
+        future = predict(self.model, c, cond, "forward", actions=chunks, steps=self.steps, seed=seed)[
+            "frames"
+        ]
+        relabel = predict(self.model, c, cond, "inverse", future_frames=future, steps=self.steps, seed=seed)[
+            "actions"
+        ]
+        return int((relabel - chunks).pow(2).flatten(1).mean(1).argmin())
