@@ -3,6 +3,7 @@ user names, send requests, and turn a crash or a hang into a clear exception."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -46,7 +47,7 @@ class EnvClient:
     def start(self) -> None:
         if not Path(self.python).exists() and os.sep in self.python:
             raise WorkerError(f"worker python {self.python} does not exist")
-        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the worker
         self.proc = subprocess.Popen(
             [self.python, self.worker, "--suite", self.suite],
             stdin=subprocess.PIPE,
@@ -105,10 +106,8 @@ class EnvClient:
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(WorkerError, EnvRequestError):
                 self.request({"cmd": "close"}, timeout=10)
-            except (WorkerError, EnvRequestError):
-                pass
         self.kill()
 
     # ----- env API ------------------------------------------------------------------------------------

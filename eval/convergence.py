@@ -236,7 +236,7 @@ def summarize(rows: list[dict], names: list[str], final_step: int) -> dict:
         }
     if target and "vanilla" in out["methods"]:
         v = out["methods"]["vanilla"]["steps_to_vanilla_final_fd"][0]
-        for n, m in out["methods"].items():
+        for m in out["methods"].values():
             s = m["steps_to_vanilla_final_fd"][0] if m["steps_to_vanilla_final_fd"] else float("inf")
             m["speedup_vs_vanilla"] = v / s if s and s != float("inf") else 0.0
     return out
