@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from worldflow import ckpt
+from worldflow import ckpt, dist
 from worldflow.errors import CheckpointError, ConfigError, TrainingError
 from worldflow.logger import MetricLogger
 
@@ -75,8 +75,9 @@ class EpochBatches(Sampler):
     """Batches of indices from a seeded permutation per epoch, starting at a given global position, so the
     data order is a function of (seed, position) alone and survives resume."""
 
-    def __init__(self, n: int, batch: int, seed: int, start: int = 0):
+    def __init__(self, n: int, batch: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
         self.n, self.batch, self.seed, self.start = n, batch, seed, start
+        self.rank, self.world = rank, world
 
     def __iter__(self):
         pos = self.start
@@ -93,7 +94,7 @@ class EpochBatches(Sampler):
                 )
                 idx += perm[: self.batch - len(idx)].tolist()
             pos += self.batch
-            yield idx
+            yield idx[self.rank :: self.world]  # this rank's slice of the global batch
 
     def __len__(self):
         return sys.maxsize
@@ -152,6 +153,33 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def _resume(run_dir: Path, model, objective, ema, optimizer, schedule, logger) -> int:
+    """Restore the newest checkpoint of run_dir into everything; returns its step (0 if none)."""
+    latest = ckpt.list_checkpoints(run_dir / "checkpoints")
+    if not latest:
+        print(f"resume: no checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
+        return 0
+    loaded = ckpt.load_checkpoint(latest[-1])
+    src = str(latest[-1])
+    own = {k: v for k, v in loaded["model"].items() if not k.startswith("objective.")}
+    obj = {k[len("objective.") :]: v for k, v in loaded["model"].items() if k.startswith("objective.")}
+    ckpt.load_weights(model, own, [], src)
+    ckpt.load_weights(objective, obj, [], src)
+    ckpt.load_weights(ema, loaded["ema"], [], src)
+    optimizer.load_state_dict(loaded["state"]["optimizer"])
+    schedule.load_state_dict(loaded["state"]["schedule"])
+    step = int(loaded["state"]["step"])
+    rank, _ = dist.world()
+    if rank == 0:
+        set_rng_state(loaded["state"]["rng"])  # exact continuation of a single-process run
+    else:
+        seed_everything(hash((loaded["state"]["step"], rank)) % 2**31)
+    if logger is not None:
+        logger.truncate_after(step)
+    print(f"resumed {run_dir} at step {step}")
+    return step
+
+
 def train(
     model: nn.Module,
     objective: nn.Module,
@@ -167,12 +195,22 @@ def train(
     sample_fn: Callable[[nn.Module, int, Path], None] | None = None,
     logger: MetricLogger | None = None,
 ) -> dict:
-    """Train `model` with `objective` on `dataset`; returns the last logged metrics."""
+    """Train `model` with `objective` on `dataset`; returns the last logged metrics.
+
+    Under torchrun every rank runs this with the same arguments: the model is wrapped in DDP, each rank
+    takes its slice of every global batch, rank 0 logs, samples and writes checkpoints.
+    """
     run_dir = Path(run_dir)
     ckpt_root = run_dir / "checkpoints"
-    if cfg.batch_size % cfg.grad_accum:
+    device = pick_device(cfg.device)
+    rank, world_size = dist.init(device.type)
+    if device.type == "cuda" and world_size > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    main = rank == 0
+    if cfg.batch_size % (cfg.grad_accum * world_size):
         raise ConfigError(
             f"train.batch_size={cfg.batch_size} is not divisible by train.grad_accum={cfg.grad_accum}"
+            + (f" x {world_size} processes" if world_size > 1 else "")
         )
     if len(dataset) == 0:
         raise ConfigError("the dataset is empty")
@@ -180,19 +218,25 @@ def train(
         raise CheckpointError(
             f"run folder {run_dir} already has checkpoints; pass resume=true or choose another run_dir"
         )
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    seed_everything(cfg.seed + rank)  # per-rank noise; the model itself comes in already built
     amp = autocast_dtype(cfg.precision, device)
     model.to(device)
     objective.to(device)
     model.grad_checkpointing = cfg.activation_checkpointing
-    ema = copy.deepcopy(model).requires_grad_(False).eval()  # exact copy at step 0
     if init_from:
         loaded = ckpt.load_checkpoint(init_from, with_state=False)
-        src = f"init_from={init_from}"
-        allowed = ckpt.load_weights(model, loaded["ema"], expected_missing or [], src, init_drop or [])
-        ckpt.load_weights(ema, loaded["ema"], expected_missing or [], src, init_drop or [])
+        allowed = ckpt.load_weights(
+            model, loaded["ema"], expected_missing or [], f"init_from={init_from}", init_drop or []
+        )
         print(f"init_from {loaded['dir']}: loaded EMA weights; newly initialised: {allowed or 'none'}")
+    forward = model
+    if world_size > 1:
+        forward = torch.nn.parallel.DistributedDataParallel(model)  # broadcasts rank 0's weights
+        for p in objective.parameters():
+            torch.distributed.broadcast(p.data, 0)
+    if cfg.compile:
+        forward = torch.compile(forward)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()  # exact copy at step 0
 
     optimizer = torch.optim.AdamW(
         param_groups([model, objective], cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=False
@@ -200,34 +244,13 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     )
-    step = 0
-    logger = logger or MetricLogger(run_dir)
-    if resume:
-        latest = ckpt.list_checkpoints(ckpt_root)
-        if latest:
-            loaded = ckpt.load_checkpoint(latest[-1])
-            obj_state = {
-                k[len("objective.") :]: v for k, v in loaded["model"].items() if k.startswith("objective.")
-            }
-            ckpt.load_weights(
-                model,
-                {k: v for k, v in loaded["model"].items() if not k.startswith("objective.")},
-                [],
-                str(latest[-1]),
-            )
-            ckpt.load_weights(objective, obj_state, [], str(latest[-1]))
-            ckpt.load_weights(ema, loaded["ema"], [], str(latest[-1]))
-            optimizer.load_state_dict(loaded["state"]["optimizer"])
-            schedule.load_state_dict(loaded["state"]["schedule"])
-            set_rng_state(loaded["state"]["rng"])
-            step = int(loaded["state"]["step"])
-            logger.truncate_after(step)
-            print(f"resumed {run_dir} at step {step}")
-        else:
-            print(f"resume: no checkpoint in {ckpt_root}; starting from step 0")
+    logger = (logger or MetricLogger(run_dir)) if main else None
+    step = _resume(run_dir, model, objective, ema, optimizer, schedule, logger) if resume else 0
 
-    micro = cfg.batch_size // cfg.grad_accum
-    batches = EpochBatches(len(dataset), micro, cfg.seed, start=step * cfg.batch_size)
+    micro = cfg.batch_size // (cfg.grad_accum * world_size)
+    batches = EpochBatches(
+        len(dataset), micro * world_size, cfg.seed, start=step * cfg.batch_size, rank=rank, world=world_size
+    )
     loader = DataLoader(
         dataset,
         batch_sampler=batches,
@@ -237,27 +260,37 @@ def train(
         persistent_workers=cfg.num_workers > 0,
     )
     data = iter(loader)
-    forward = torch.compile(model) if cfg.compile else model
+    proxy = dist.ModelProxy(model, forward)
     teacher = ema if getattr(objective, "needs_teacher", False) else None
+    params = [p for g in optimizer.param_groups for p in g["params"]]
 
-    def save(at: int) -> Path:
-        model_state = {
-            **model.state_dict(),
-            **{f"objective.{k}": v for k, v in objective.state_dict().items()},
-        }
-        state = {
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "rng": rng_state(),
-            "step": at,
-        }
-        return ckpt.save_checkpoint(
-            ckpt_root, at, model_state, ema.state_dict(), state, meta, cfg.keep_checkpoints
-        )
+    def save(at: int) -> Path | None:
+        if main:
+            model_state = {
+                **model.state_dict(),
+                **{f"objective.{k}": v for k, v in objective.state_dict().items()},
+            }
+            state = {
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "rng": rng_state(),
+                "step": at,
+            }
+            path = ckpt.save_checkpoint(
+                ckpt_root, at, model_state, ema.state_dict(), state, meta, cfg.keep_checkpoints
+            )
+        dist.barrier()
+        return path if main else None
 
     last: dict = {}
     bar = tqdm(
-        total=cfg.steps, initial=step, desc=run_dir.name, dynamic_ncols=True, mininterval=1.0, file=sys.stdout
+        total=cfg.steps,
+        initial=step,
+        desc=run_dir.name,
+        dynamic_ncols=True,
+        mininterval=1.0,
+        file=sys.stdout,
+        disable=not main,
     )
     t0, seen = time.perf_counter(), 0
     while step < cfg.steps:
@@ -267,17 +300,16 @@ def train(
         for _ in range(cfg.grad_accum):
             batch = to_device(next(data), device)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss, metrics = objective(forward, teacher, batch)
-            if not math.isfinite(loss.item()):
+                loss, metrics = objective(proxy, teacher, batch)
+            if dist.mean({"bad": float(not math.isfinite(loss.item()))})["bad"] > 0:
                 raise TrainingError(
                     f"loss is {loss.item()} at step {step + 1}; stopping (no checkpoint written)"
                 )
             (loss / cfg.grad_accum).backward()
             for k, v in {"loss": loss.item(), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip
-        )
+        dist.all_reduce_grads(objective.parameters())
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         schedule.step()
         ema_update(ema, model, cfg.ema_decay)
@@ -285,6 +317,7 @@ def train(
         seen += cfg.batch_size
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
+            sums = dist.mean(sums)
             elapsed = time.perf_counter() - t0
             last = {
                 "step": step,
@@ -293,22 +326,29 @@ def train(
                 "lr": schedule.get_last_lr()[0],
                 "samples_per_s": seen / elapsed,
             }
-            logger.log(last)
+            if main:
+                logger.log(last)
             bar.set_postfix(loss=f"{sums['loss']:.4f}", sps=f"{seen / elapsed:.1f}")
         if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
             save(step)
-        if sample_fn is not None and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
+        if (
+            main
+            and sample_fn is not None
+            and cfg.sample_every
+            and step % cfg.sample_every == 0
+            and step < cfg.steps
+        ):
             sample_fn(ema, step, run_dir)
     bar.close()
-    if (
-        not ckpt.list_checkpoints(ckpt_root)
-        or ckpt.list_checkpoints(ckpt_root)[-1].name != f"step_{step:07d}"
-    ):
+    done = ckpt.list_checkpoints(ckpt_root)
+    if not done or done[-1].name != f"step_{step:07d}":
         path = save(step)
-        print(f"checkpoint: {path}")
-    if sample_fn is not None:
+        if main:
+            print(f"checkpoint: {path}")
+    if main and sample_fn is not None:
         sample_fn(ema, step, run_dir)
-    logger.close()
+    if main:
+        logger.close()
     return last
 
 

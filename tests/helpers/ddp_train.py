@@ -1,0 +1,19 @@
+"""Run by tests/test_dist.py under torchrun (or plainly): a short vanilla run on 16 px blobs."""
+
+import sys
+
+import torch
+
+from tests.test_train import Blobs
+from worldflow.model.dit import DiT, ModelConfig
+from worldflow.objectives import build_objective
+from worldflow.train import TrainConfig, train
+
+if __name__ == "__main__":
+    run_dir, objective = sys.argv[1], sys.argv[2]
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = DiT(ModelConfig(size="debug", image_size=16, patch=4, num_classes=4))
+    obj = build_objective({"name": objective}, model)
+    cfg = TrainConfig(steps=40, batch_size=16, lr=1e-3, ema_decay=0.9, log_every=1, ckpt_every=20)
+    train(model, obj, Blobs(), cfg, run_dir, {"model": {}})
