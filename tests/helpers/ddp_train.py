@@ -11,9 +11,13 @@ from worldflow.train import TrainConfig, train
 
 if __name__ == "__main__":
     run_dir, objective = sys.argv[1], sys.argv[2]
+    resume = "resume" in sys.argv[3:]
+    steps = 40 if "long" not in sys.argv[3:] else 60
     torch.manual_seed(0)
     torch.set_num_threads(1)
     model = DiT(ModelConfig(size="debug", image_size=16, patch=4, num_classes=4))
     obj = build_objective({"name": objective}, model)
-    cfg = TrainConfig(steps=40, batch_size=16, lr=1e-3, ema_decay=0.9, log_every=1, ckpt_every=20)
-    train(model, obj, Blobs(), cfg, run_dir, {"model": {}})
+    cfg = TrainConfig(
+        steps=steps, batch_size=16, lr=1e-3, ema_decay=0.9, log_every=1, ckpt_every=20 if steps == 40 else 7
+    )
+    train(model, obj, Blobs(), cfg, run_dir, {"model": {}}, resume=resume)
