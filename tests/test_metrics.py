@@ -10,7 +10,9 @@ from worldflow.metrics.video import psnr, ssim
 
 def test_frechet_distance_closed_form():
     # 1-D Gaussians: FD = (m1 - m2)^2 + (s1 - s2)^2
-    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])) == pytest.approx(4 + 1)
+    assert frechet_distance(
+        np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])
+    ) == pytest.approx(4 + 1)
     rng = np.random.default_rng(0)
     a = rng.normal(size=(4000, 8))
     assert fd_of(a, a) == pytest.approx(0.0, abs=1e-8)
@@ -56,7 +58,20 @@ def test_linear_probe_separates_separable_features(tiny_model):
     centers = torch.randn(4, 10, generator=g) * 3
     x = centers[y] + torch.randn(400, 10, generator=g)
     assert linear_probe(x[:300], y[:300], x[300:], y[300:]) > 0.95
-    assert linear_probe(torch.randn(300, 10, generator=g), y[:300], torch.randn(100, 10, generator=g), y[300:]) < 0.5
+    assert (
+        linear_probe(torch.randn(300, 10, generator=g), y[:300], torch.randn(100, 10, generator=g), y[300:])
+        < 0.5
+    )
     m = randomize_zero_init(tiny_model())
     f = block_features(m, torch.randn(6, 3, 16, 16), block=2)
     assert f.shape == (6, m.hidden)
+
+
+def test_steps_to_reach_interpolates():
+    from worldflow.metrics.convergence import mean_std, steps_to_reach
+
+    assert steps_to_reach([100, 200, 300], [10.0, 6.0, 2.0], 4.0) == pytest.approx(250.0)
+    assert steps_to_reach([100, 200], [3.0, 2.0], 5.0) == 100.0
+    assert steps_to_reach([100, 200], [9.0, 8.0], 5.0) == float("inf")
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(2**0.5))
+    assert mean_std([1.0, float("inf")])[0] == float("inf")

@@ -34,7 +34,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     middle = s1_half @ sigma2 @ s1_half
     tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
     diff = mu1 - mu2
-    return max(0.0, float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_sqrt))  # >= 0 up to rounding
+    return max(
+        0.0, float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_sqrt)
+    )  # >= 0 up to rounding
 
 
 def fd_of(a: np.ndarray, b: np.ndarray) -> float:
@@ -70,7 +72,9 @@ def _frames(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(0, 1) if x.ndim == 5 else x
 
 
-def train_domain_encoder(images: torch.Tensor, labels: torch.Tensor | None, cfg: DomainEncoderConfig) -> ConvEncoder:
+def train_domain_encoder(
+    images: torch.Tensor, labels: torch.Tensor | None, cfg: DomainEncoderConfig
+) -> ConvEncoder:
     """images (N, C, H, W) or (N, T, C, H, W) in [-1, 1]; labels (N,) or None."""
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -122,7 +126,13 @@ def data_hash(images: torch.Tensor, labels: torch.Tensor | None, cfg: DomainEnco
 class DomainFD:
     """Fréchet distance to a reference set in a project-trained encoder's features, cached by hash."""
 
-    def __init__(self, real: torch.Tensor, labels: torch.Tensor | None, cache_dir: str | Path, cfg: DomainEncoderConfig | None = None):
+    def __init__(
+        self,
+        real: torch.Tensor,
+        labels: torch.Tensor | None,
+        cache_dir: str | Path,
+        cfg: DomainEncoderConfig | None = None,
+    ):
         cfg = cfg or DomainEncoderConfig()
         self.key = data_hash(real, labels, cfg)
         path = Path(cache_dir) / f"domain_encoder-{self.key}.safetensors"

@@ -23,7 +23,12 @@ def block_features(model, x: torch.Tensor, block: int, t: float = 0.0, batch: in
 
 
 def linear_probe(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, steps: int = 300, weight_decay: float = 1e-4
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    steps: int = 300,
+    weight_decay: float = 1e-4,
 ) -> float:
     """Standardise with training statistics, fit multinomial logistic regression (full-batch L-BFGS), return
     test accuracy."""
