@@ -1,0 +1,151 @@
+"""python eval/collect.py task=<task or group>[,<task>...] episodes=N out=<dir> [seed=0] [image_size=256x320]
+                         [shard_size=64] [overwrite=false] [+env.<key>=<value> ...]
+
+Runs the CPU suite's scripted experts under SIMPLER's loop (DESIGN.md §4: a terminate flag in a non-final
+subtask advances to the next one and the step is still executed; the episode ends on terminate in the final
+subtask or at truncation; success is judged at the last step) and writes the successful episodes as an
+RT-1-schema RLDS dataset, `out/fractal20220817_data/0.1.0/` (envs/rlds_writer.py). `episodes` is the number
+of attempts per task, with seeds seed, seed + 1, ...; failed attempts are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+import numpy as np
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from envs.rlds_writer import Episode, episode_from_rollout, write_rt1_dataset  # noqa: E402
+from worldflow.config import entry_point, typed  # noqa: E402
+from worldflow.errors import ConfigError, EnvError  # noqa: E402
+
+MAX_STEPS = 1000  # a safety net only: the suite's envs truncate at SIMPLER's limits (80, 113, 200)
+
+
+@dataclass
+class CollectConfig:
+    task: str = "google_robot_all"  # a task, a group (envs.TASK_GROUPS) or a comma-separated list of them
+    episodes: int = 10  # attempts per task
+    out: str = "data/rt1_collected"
+    seed: int = 0
+    image_size: str = "256x320"  # HxW; RT-1 is 256x320
+    shard_size: int = 64  # episodes per TFRecord shard
+    overwrite: bool = False
+    env: dict = field(default_factory=dict)  # extra keyword arguments to envs.make
+    progress: bool = True
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"image_size={text!r}; expected HxW, e.g. 256x320") from None
+    return h, w
+
+
+def rollout(env, expert, seed: int) -> tuple[Episode, bool]:
+    """One scripted-expert episode under SIMPLER's loop -> (Episode, success at the last step)."""
+    base = env.unwrapped
+    obs, info = env.reset(seed=seed)
+    expert.reset()
+    frames, proprios, actions, terminates, texts = [], [], [], [], []
+    for _ in range(MAX_STEPS):
+        instruction = base.get_language_instruction()  # the instruction the action was chosen under
+        action, terminate = expert.act(obs)
+        frames.append(np.asarray(obs["image"]))
+        proprios.append(np.asarray(obs["proprio"], np.float32))
+        actions.append(np.asarray(action, np.float32))
+        terminates.append(bool(terminate))
+        texts.append(instruction)
+        stop = bool(terminate) and base.is_final_subtask()
+        if terminate and not stop:
+            base.advance_to_next_subtask()
+        obs, _, _, truncated, info = env.step(actions[-1])
+        if stop or truncated:
+            break
+    success = bool(info.get("success", False))
+    episode = episode_from_rollout(
+        frames, np.stack(proprios), np.stack(actions), terminates, texts, success=success
+    )
+    return episode, success
+
+
+def successful_episodes(cfg: CollectConfig, tasks: list[str], counts: Counter) -> Iterator[Episode]:
+    """Yield the successful rollouts one at a time (the writer streams them), counting per task."""
+    from envs.experts import make_expert
+    from tqdm import tqdm
+
+    import envs
+
+    size = parse_image_size(cfg.image_size)
+    bar = tqdm(total=len(tasks) * cfg.episodes, desc="collecting", unit="ep", disable=not cfg.progress)
+    for task in tasks:
+        env = envs.make(task, image_size=size, **cfg.env)
+        expert = make_expert(env)
+        for i in range(cfg.episodes):
+            episode, success = rollout(env, expert, cfg.seed + i)
+            counts[(task, success)] += 1
+            bar.update()
+            bar.set_postfix(
+                kept=sum(v for (_, ok), v in counts.items() if ok),
+                failed=sum(v for (_, ok), v in counts.items() if not ok),
+            )
+            if success:
+                yield episode
+        env.close()
+    bar.close()
+
+
+def collect(cfg: CollectConfig) -> Path:
+    import envs
+    from eval.harness import expand_tasks
+
+    if not hasattr(envs, "make"):
+        raise EnvError("the CPU suite is not available: envs.make is missing (is mujoco installed?)")
+    if cfg.episodes < 1:
+        raise ConfigError(f"episodes={cfg.episodes}; need at least 1 attempt per task")
+    tasks = expand_tasks(
+        [t.strip() for t in cfg.task.split(",") if t.strip()], list(envs.TASKS), envs.TASK_GROUPS
+    )
+    counts: Counter = Counter()
+    about = f"CPU-suite scripted experts (eval/collect.py): tasks {tasks}, {cfg.episodes} attempts each from seed {cfg.seed}; successes only."
+    path = write_rt1_dataset(
+        successful_episodes(cfg, tasks, counts), cfg.out, image_size=parse_image_size(cfg.image_size),
+        shard_size=cfg.shard_size, overwrite=cfg.overwrite, description=about, progress=False,
+    )  # fmt: skip
+    print(f"{'task':50s} kept failed")
+    for task in tasks:
+        print(f"{task:50s} {counts[(task, True)]:4d} {counts[(task, False)]:6d}")
+    failed = sum(v for (_, ok), v in counts.items() if not ok)
+    print(
+        f"kept {sum(counts.values()) - failed} of {sum(counts.values())} episodes ({failed} failed) -> {path}"
+    )
+    return path
+
+
+ConfigStore.instance().store(name="collect", node=CollectConfig)
+
+
+@hydra.main(config_path=None, config_name="collect", version_base="1.3")
+@entry_point
+def main(raw: DictConfig) -> None:
+    collect(typed(CollectConfig, raw))
+
+
+if __name__ == "__main__":
+    # no Hydra output folder or log files: the dataset is the output (as configs/pretrain.yaml sets up)
+    sys.argv += [
+        "hydra.run.dir=.",
+        "hydra.output_subdir=null",
+        "hydra/job_logging=none",
+        "hydra/hydra_logging=none",
+    ]
+    main()
