@@ -131,6 +131,25 @@ def collect(cfg: CollectConfig) -> Path:
     return path
 
 
+def ensure_embedded_dataset(root: str | Path, tasks: list[str], episodes_per_task: int, seed: int) -> Path:
+    """The embedded default RT-1-schema dataset (DESIGN.md §3): written once from the CPU suite's scripted
+    experts, reused while its recipe (tasks, episodes, seed) is unchanged. Returns the dataset root."""
+    import json
+
+    root = Path(root)
+    recipe = {"tasks": list(tasks), "episodes_per_task": episodes_per_task, "seed": seed}
+    stamp = root / "embedded.json"
+    ready = root / "fractal20220817_data" / "0.1.0" / "dataset_info.json"
+    if ready.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == recipe:
+        return root
+    print(f"writing the embedded RT-1-schema dataset to {root} (once): {recipe}")
+    collect(CollectConfig(task=",".join(tasks), episodes=episodes_per_task, out=str(root), seed=seed, overwrite=True))
+    tmp = stamp.with_suffix(".tmp")
+    tmp.write_text(json.dumps(recipe))
+    tmp.replace(stamp)
+    return root
+
+
 ConfigStore.instance().store(name="collect", node=CollectConfig)
 
 

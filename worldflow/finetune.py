@@ -53,7 +53,7 @@ def resolve_dataset(cfg: FinetuneConfig) -> None:
         return
     if cfg.robot.embedded is None:
         raise worldflow.errors.ConfigError("robot.data.root is not set and the robot has no embedded default")
-    from envs.embedded import ensure_embedded_dataset
+    from eval.collect import ensure_embedded_dataset
 
     emb = cfg.robot.embedded
     root = ensure_embedded_dataset(emb.root, emb.tasks, emb.episodes_per_task, emb.seed)
