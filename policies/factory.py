@@ -1,0 +1,73 @@
+"""Policies chosen by name (`policy.name=...`), as LeRobot's factories do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from worldflow.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class PlanSettings:
+    samples: int = 1
+    score: str = "consistency"
+
+
+@dataclass
+class PolicyConfig:
+    name: str = "world_model"  # world_model | scripted | random | replay
+    checkpoint: str | None = None  # world_model: a fine-tuned run or checkpoint folder
+    steps: int = 10  # Euler steps for the action tokens
+    stride: int = 4  # actions executed per chunk before replanning
+    plan: PlanSettings = field(default_factory=PlanSettings)
+    cache: str | None = None  # replay: an episode cache folder (default: the checkpoint's)
+    device: str = "cpu"
+
+
+def policy_factory(cfg: PolicyConfig, robot: str, suite: str) -> Callable:
+    """-> make(client) building one policy per env worker (model weights shared)."""
+    if cfg.name == "scripted":
+        if suite != "cpu":
+            raise ConfigError(
+                "policy=scripted needs privileged state: only the cpu suite has scripted experts"
+            )
+        from eval.loop import ScriptedPolicy
+
+        return ScriptedPolicy
+    if cfg.name == "random":
+        from policies.baselines import RandomPolicy
+
+        return lambda client: RandomPolicy()
+    if cfg.name in ("world_model", "replay"):
+        from worldflow.worldmodel.bundle import from_checkpoint
+
+        wm = None
+        if cfg.checkpoint:
+            wm = from_checkpoint(cfg.checkpoint, device=cfg.device)
+            if wm.robot.get("name") != robot:
+                raise CheckpointError(
+                    f"checkpoint {cfg.checkpoint} was trained for robot {wm.robot.get('name')!r}, not robot={robot!r}"
+                )
+            if wm.model.cfg.action_dim != 7:
+                raise CheckpointError(
+                    f"checkpoint {cfg.checkpoint} predicts {wm.model.cfg.action_dim}-d actions; the env takes 7"
+                )
+        if cfg.name == "replay":
+            from policies.baselines import ReplayPolicy
+            from worldflow.data.cache import EpisodeCache
+
+            path = cfg.cache or (wm.meta["data"]["cache"] if wm else None)
+            if not path:
+                raise ConfigError("policy=replay needs policy.cache=<episode cache> or policy.checkpoint")
+            cache = EpisodeCache(path)
+            return lambda client: ReplayPolicy(cache)
+        if wm is None:
+            raise ConfigError("policy=world_model needs policy.checkpoint=<fine-tuned run or checkpoint>")
+        from policies.world_model import PlanConfig, WorldModelPolicy
+
+        plan = PlanConfig(cfg.plan.samples, cfg.plan.score)
+        return lambda client: WorldModelPolicy(
+            wm, steps=cfg.steps, stride=cfg.stride, plan=plan, device=cfg.device
+        )
+    raise ConfigError(f"unknown policy {cfg.name!r}; choose world_model, scripted, random or replay")
