@@ -143,7 +143,11 @@ def ensure_embedded_dataset(root: str | Path, tasks: list[str], episodes_per_tas
     if ready.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return root
     print(f"writing the embedded RT-1-schema dataset to {root} (once): {recipe}")
-    collect(CollectConfig(task=",".join(tasks), episodes=episodes_per_task, out=str(root), seed=seed, overwrite=True))
+    collect(
+        CollectConfig(
+            task=",".join(tasks), episodes=episodes_per_task, out=str(root), seed=seed, overwrite=True
+        )
+    )
     tmp = stamp.with_suffix(".tmp")
     tmp.write_text(json.dumps(recipe))
     tmp.replace(stamp)
