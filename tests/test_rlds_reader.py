@@ -1,0 +1,78 @@
+"""worldflow/data/rlds.py: RLDS (RT-1 schema) -> standardised episode cache, and its errors."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tests.test_rlds_writer import tiny_episodes
+from worldflow.data.actions import rel2abs_gripper
+from worldflow.data.rlds import RobotDataConfig, dataset_dir, open_cache
+from worldflow.errors import DataError
+
+pytest.importorskip("tensorflow_datasets")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from envs.rlds_writer import write_rt1_dataset
+
+    root = tmp_path_factory.mktemp("rt1")
+    write_rt1_dataset(tiny_episodes(), root, shard_size=2, progress=False)
+    return root
+
+
+def test_reads_rt1_schema_into_standardised_cache(dataset, tmp_path):
+    cfg = RobotDataConfig(root=str(dataset))
+    cache = open_cache(cfg, 16, tmp_path / "cache", progress=False)
+    eps = tiny_episodes()
+    assert len(cache) == 3 and cache.frames.shape == (12, 16, 16, 3)
+    for e, ep in enumerate(eps):
+        got = cache.episode(e)
+        np.testing.assert_allclose(got["actions"][:, :3], ep.world_vector, atol=1e-6)
+        np.testing.assert_allclose(got["actions"][:, 3:6], ep.rotation_delta, atol=1e-6)
+        expected_grip = rel2abs_gripper(ep.gripper_closedness_action[:, 0])
+        np.testing.assert_array_equal(got["actions"][:, 6], expected_grip)  # relative -> absolute
+        assert got["terminate"].tolist() == (ep.terminate_episode[:, 0] == 1).tolist()
+        assert got["proprio"].shape == (len(ep.world_vector), 8)
+    assert cache.meta["instructions"][2] == "open top drawer"
+    # frames: 256x320 JPEG gradients area-resized to 16x16 keep the mean brightness
+    assert abs(float(cache.frames[0].mean()) - float(eps[0].image[0].mean())) < 3
+    again = open_cache(cfg, 16, tmp_path / "cache", progress=False)  # cached: same folder, no rebuild
+    assert again.path == cache.path
+
+
+def test_missing_key_names_the_key(dataset, tmp_path):
+    cfg = RobotDataConfig(root=str(dataset), image_key="rgb")
+    with pytest.raises(DataError, match="steps/observation/rgb"):
+        open_cache(cfg, 16, tmp_path / "cache", progress=False)
+    assert not any((tmp_path / "cache").glob("*/meta.json"))
+
+
+def test_wrong_image_size_names_the_key(dataset, tmp_path):
+    cfg = RobotDataConfig(root=str(dataset), image_shape=[480, 640, 3])
+    with pytest.raises(
+        DataError, match=r"steps/observation/image has shape \[256, 320, 3\], expected \[480, 640, 3\]"
+    ):
+        open_cache(cfg, 16, tmp_path / "cache", progress=False)
+
+
+def test_corrupt_shard_names_the_dataset_and_leaves_no_cache(dataset, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy)
+    d = dataset_dir(RobotDataConfig(root=str(copy)))
+    shard = sorted(p for p in __import__("pathlib").Path(d).glob("*.tfrecord-*"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="corrupt or unreadable shard"):
+        open_cache(RobotDataConfig(root=str(copy)), 16, tmp_path / "cache", progress=False)
+    assert not any((tmp_path / "cache").glob("*/meta.json"))
+
+
+def test_no_dataset_folder(tmp_path):
+    with pytest.raises(DataError, match="no RLDS dataset at"):
+        dataset_dir(RobotDataConfig(root=str(tmp_path)))
+    assert dataclasses.asdict(RobotDataConfig())["gripper"] == "relative"
