@@ -75,3 +75,26 @@ def test_steps_to_reach_interpolates():
     assert steps_to_reach([100, 200], [9.0, 8.0], 5.0) == float("inf")
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(2**0.5))
     assert mean_std([1.0, float("inf")])[0] == float("inf")
+
+
+def test_fid_code_path_with_known_features(tmp_path):
+    from worldflow.errors import CheckpointError
+    from worldflow.metrics.fid import FIDInception, fid, load_inception
+
+    # a "network" whose features are the per-channel means: FID between two sets is then known in closed form
+    net = lambda x: x.mean((-2, -1))  # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(3000, 3, 4, 4, generator=g) * 0.1
+    assert fid(net, real, real) == pytest.approx(0.0, abs=1e-9)
+    shifted = real + 0.5
+    assert fid(net, real, shifted) == pytest.approx(3 * 0.25, rel=1e-6)
+    with pytest.raises(CheckpointError, match="pt_inception-2015-12-05-6726825d.pth.*never downloads"):
+        load_inception(tmp_path / "missing.pth")
+    # the architecture loads a state dict with its own (pytorch-fid) key names and gives 2048-d features
+    torch.save(FIDInception().state_dict(), tmp_path / "inception.pth")
+    net = load_inception(tmp_path / "inception.pth")
+    assert "Mixed_7c.branch3x3dbl_3b.conv.weight" in net.state_dict()
+    assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 2048)
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="does not hold the FID Inception-v3 weights"):
+        load_inception(tmp_path / "other.pth")
