@@ -1,6 +1,8 @@
 """python -m worldflow.sample ckpt=<run or checkpoint folder> [num=16 steps=50 method=heun cfg_scale=1.5 out=x.png]
 
-Image grids (PNG) or videos of grids (GIF/MP4) from a checkpoint's EMA weights.
+Pretrained checkpoints: image grids (PNG) or videos of grids (GIF/MP4) from the EMA weights.
+World-model checkpoints: open-loop prediction on held-out episodes (`num` windows, `steps` Euler steps):
+frames.gif (truth above prediction), actions.png and openloop.json (PSNR/SSIM per horizon step, action error).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def main(raw: DictConfig) -> None:
     if cfg.method not in ("euler", "heun", "sde"):
         raise ConfigError(f"method={cfg.method!r}; use euler, heun or sde")
     model, meta = from_checkpoint(cfg.ckpt, use_ema=cfg.ema, device=pick_device(cfg.device))
+    if meta.get("kind") == "worldmodel":
+        return open_loop(cfg, model, meta)
     labels = None
     if cfg.labels is not None:
         labels = torch.tensor([cfg.labels[i % len(cfg.labels)] for i in range(cfg.num)])
@@ -56,6 +60,23 @@ def main(raw: DictConfig) -> None:
     path = Path(cfg.out) if cfg.out else resolve(cfg.ckpt) / "samples"
     written = write_samples(out.float().cpu(), path, fps=cfg.fps)
     print(f"wrote {written} ({cfg.num} samples, step {meta['step']}, {cfg.method} x {cfg.steps})")
+
+
+def open_loop(cfg: SampleCLI, model, meta: dict) -> None:
+    """World-model checkpoints: open-loop prediction on the held-out episodes it was trained beside."""
+    from worldflow.data.actions import ActionStats
+    from worldflow.data.cache import EpisodeCache
+    from worldflow.data.windows import WindowDataset
+    from worldflow.worldmodel.openloop import OpenLoopConfig, evaluate_open_loop
+
+    wm = meta["worldmodel"]
+    cache = EpisodeCache(meta["data"]["cache"])
+    val = WindowDataset(
+        cache, wm["context"], wm["horizon"], wm["action_horizon"], meta["data"]["val_episodes"],
+        stats=ActionStats.from_dict(meta["action_stats"]),
+    )  # fmt: skip
+    out = Path(cfg.out) if cfg.out else resolve(cfg.ckpt) / "openloop"
+    evaluate_open_loop(model, val, OpenLoopConfig(windows=cfg.num, steps=cfg.steps, seed=cfg.seed), out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,94 @@
+"""`python -m worldflow.finetune` end to end on a tiny RT-1-schema dataset, then open-loop sampling and
+`from_checkpoint`, and `init_from` a pretrained run with the action layers as expected missing keys."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_rlds_writer import tiny_episodes
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+pytest.importorskip("tensorflow_datasets")
+
+
+def cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_finetune_sample_and_from_checkpoint(tmp_path):
+    from envs.rlds_writer import write_rt1_dataset
+
+    write_rt1_dataset(tiny_episodes(), tmp_path / "rt1", progress=False)
+    pre = cli(
+        "-m",
+        "worldflow.pretrain",
+        "debug=cpu",
+        "data=moving_shapes",
+        "data.frames=2",
+        "train.steps=2",
+        "data.num_samples=32",
+        f"run_dir={tmp_path / 'pre'}",
+        "sample.num=2",
+        "sample.steps=2",
+        cwd=tmp_path,
+    )
+    assert pre.returncode == 0, pre.stderr[-2000:]
+    common = [
+        "debug=cpu",
+        "train.steps=3",
+        "train.batch_size=4",
+        f"robot.data.root={tmp_path / 'rt1'}",
+        "val_episodes=1",
+        f"cache_dir={tmp_path / 'cache'}",
+        "openloop.windows=2",
+        "openloop.steps=2",
+    ]
+    bad = cli(
+        "-m",
+        "worldflow.finetune",
+        *common,
+        f"run_dir={tmp_path / 'bad'}",
+        f"init_from={tmp_path / 'pre'}",
+        "expected_missing=[]",
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2 and "embed_in.actions.weight" in bad.stderr, bad.stderr[-2000:]
+    ok = cli(
+        "-m",
+        "worldflow.finetune",
+        *common,
+        f"run_dir={tmp_path / 'ft'}",
+        f"init_from={tmp_path / 'pre'}",
+        cwd=tmp_path,
+    )
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ft" / "openloop" / "step_0000003" / "openloop.json").read_text())
+    assert len(metrics["psnr_per_step"]) == 4 and len(metrics["action_l1_per_dim_env_units"]) == 7
+    assert (tmp_path / "ft" / "openloop" / "step_0000003" / "frames.gif").is_file()
+    samp = cli(
+        "-m",
+        "worldflow.sample",
+        f"ckpt={tmp_path / 'ft'}",
+        "num=2",
+        "steps=2",
+        f"out={tmp_path / 'ol'}",
+        cwd=tmp_path,
+    )
+    assert samp.returncode == 0 and (tmp_path / "ol" / "openloop.json").is_file(), samp.stderr[-2000:]
+
+    from worldflow.worldmodel.bundle import from_checkpoint
+
+    wm = from_checkpoint(tmp_path / "ft")
+    assert wm.robot["name"] == "rt1" and wm.worldmodel.action_horizon == 8 and wm.model.cfg.cond_dim == 512
+    assert len(wm.stats.q01) == 7
+    from worldflow.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not a fine-tuned world model"):
+        from_checkpoint(tmp_path / "pre")
