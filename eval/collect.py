@@ -115,12 +115,17 @@ def collect(cfg: CollectConfig) -> Path:
     tasks = expand_tasks(
         [t.strip() for t in cfg.task.split(",") if t.strip()], list(envs.TASKS), envs.TASK_GROUPS
     )
+    # Mesa's EGL crashes if TensorFlow (the writer) loads before this process's first MuJoCo renderer:
+    # make and reset one env first, and keep it open for the whole collection.
+    warm = envs.make(tasks[0], image_size=parse_image_size(cfg.image_size), **cfg.env)
+    warm.reset(seed=cfg.seed)
     counts: Counter = Counter()
     about = f"CPU-suite scripted experts (eval/collect.py): tasks {tasks}, {cfg.episodes} attempts each from seed {cfg.seed}; successes only."
     path = write_rt1_dataset(
         successful_episodes(cfg, tasks, counts), cfg.out, image_size=parse_image_size(cfg.image_size),
         shard_size=cfg.shard_size, overwrite=cfg.overwrite, description=about, progress=False,
     )  # fmt: skip
+    warm.close()
     print(f"{'task':50s} kept failed")
     for task in tasks:
         print(f"{task:50s} {counts[(task, True)]:4d} {counts[(task, False)]:6d}")
