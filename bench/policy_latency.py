@@ -1,0 +1,77 @@
+"""Benchmark: milliseconds per action chunk of the world-model policy on CPU (goal <= 50 ms at the debug
+size), for the debug and B sizes, and with the planning option (N sampled chunks, imagined futures).
+
+python bench/policy_latency.py [--image 32] [--steps 10] [--repeats 10] [--plan 4] [--threads 2]   -> JSON
+Models are randomly initialised (latency does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from policies.world_model import PlanConfig, WorldModelPolicy
+from worldflow.data.actions import ActionStats
+from worldflow.model.dit import DiT, ModelConfig
+from worldflow.worldmodel.bundle import WorldModel
+from worldflow.worldmodel.modes import WorldModelConfig
+
+
+def bundle(size: str, image: int, patch: int) -> WorldModel:
+    wm = WorldModelConfig()
+    torch.manual_seed(0)
+    model = DiT(
+        ModelConfig(
+            size=size,
+            image_size=image,
+            patch=patch,
+            frames=wm.context + wm.horizon,
+            tubelet=2,
+            cond_dim=512,
+            action_dim=7,
+            action_horizon=wm.action_horizon,
+        )
+    ).eval()
+    stats = ActionStats.compute(np.random.default_rng(0).normal(0, 0.02, (100, 7)))
+    return WorldModel(model, {"name": "rt1"}, stats, wm, {})
+
+
+def chunk_ms(policy, repeats: int) -> float:
+    obs = {"image": np.zeros((256, 320, 3), np.uint8)}
+    policy.reset("open top drawer", 0)
+    policy.act(obs)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        policy.act(obs)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--image", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--plan", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = {"image": args.image, "euler_steps": args.steps, "threads": args.threads, "ms_per_chunk": {}}
+    for size, patch in (("debug", 4), ("B", 4)):
+        wm = bundle(size, args.image, patch)
+        out["ms_per_chunk"][size] = chunk_ms(WorldModelPolicy(wm, steps=args.steps), args.repeats)
+        out["ms_per_chunk"][f"{size}_plan{args.plan}_consistency"] = chunk_ms(
+            WorldModelPolicy(wm, steps=args.steps, plan=PlanConfig(args.plan, "consistency")),
+            max(2, args.repeats // 3),
+        )
+    out["goal"] = "debug <= 50 ms per chunk"
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
