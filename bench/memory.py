@@ -24,11 +24,18 @@ def one(size: str, checkpointing: bool, batch: int, image: int, patch: int) -> d
     device = pick_device("auto")
     torch.manual_seed(0)
     model = DiT(ModelConfig(size=size, image_size=image, patch=patch, num_classes=10)).to(device)
-    teacher = DiT(ModelConfig(size=size, image_size=image, patch=patch, num_classes=10)).to(device).requires_grad_(False)
+    teacher = (
+        DiT(ModelConfig(size=size, image_size=image, patch=patch, num_classes=10))
+        .to(device)
+        .requires_grad_(False)
+    )
     obj = build_objective({"name": "selfflow"}, model).to(device)
     opt = torch.optim.AdamW([*model.parameters(), *obj.parameters()], lr=1e-4)
     model.grad_checkpointing = checkpointing
-    batch_ = {"x": torch.randn(batch, 3, image, image, device=device), "y": torch.zeros(batch, dtype=torch.long, device=device)}
+    batch_ = {
+        "x": torch.randn(batch, 3, image, image, device=device),
+        "y": torch.zeros(batch, dtype=torch.long, device=device),
+    }
 
     def step():
         opt.zero_grad()
@@ -48,7 +55,13 @@ def one(size: str, checkpointing: bool, batch: int, image: int, patch: int) -> d
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         step()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"size": size, "activation_checkpointing": checkpointing, "device": str(device), "step_peak_extra_mb": peak / 2**20, "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    return {
+        "size": size,
+        "activation_checkpointing": checkpointing,
+        "device": str(device),
+        "step_peak_extra_mb": peak / 2**20,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
 
 
 def main() -> None:
@@ -65,8 +78,26 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         for ck in (0, 1):
-            cmd = [sys.executable, __file__, "--one", size, str(ck), "--batch", str(args.batch), "--image", str(args.image), "--patch", str(args.patch)]
-            rows.append(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]))
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                size,
+                str(ck),
+                "--batch",
+                str(args.batch),
+                "--image",
+                str(args.image),
+                "--patch",
+                str(args.patch),
+            ]
+            rows.append(
+                json.loads(
+                    subprocess.run(cmd, capture_output=True, text=True, check=True)
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
+            )
     for size in args.sizes:
         a, b = [r["step_peak_extra_mb"] for r in rows if r["size"] == size]
         rows.append({"size": size, "checkpointing_saves_fraction": 1 - b / a if a else 0.0})
