@@ -80,10 +80,10 @@ def rollout(env, expert, seed: int) -> tuple[Episode, bool]:
 
 def successful_episodes(cfg: CollectConfig, tasks: list[str], counts: Counter) -> Iterator[Episode]:
     """Yield the successful rollouts one at a time (the writer streams them), counting per task."""
-    from envs.experts import make_expert
     from tqdm import tqdm
 
     import envs
+    from envs.experts import make_expert
 
     size = parse_image_size(cfg.image_size)
     bar = tqdm(total=len(tasks) * cfg.episodes, desc="collecting", unit="ep", disable=not cfg.progress)
