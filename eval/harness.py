@@ -22,8 +22,8 @@ def expand_tasks(tasks: list[str], known: list[str], groups: dict[str, list[str]
     for name in tasks:
         if name in groups:
             out += [t for t in groups[name] if t not in out]
-        elif name in known:
-            if name not in out:
+        elif name in known or (name.endswith((".yaml", ".yml")) and Path(name).is_file()):
+            if name not in out:  # a task, or a plug-in env's config file (envs.make_from_config)
                 out.append(name)
         else:
             import difflib
@@ -84,7 +84,8 @@ def evaluate(
                     return
                 try:
                     if current != task:
-                        max_steps = client.make(task, env_kwargs)
+                        plugin = task.endswith((".yaml", ".yml"))  # its kwargs come from its own config
+                        max_steps = client.make(task, {} if plugin else env_kwargs)
                         current = task
                     row = run_episode(client, policy, task, seed, max_steps, record=seed in video_seeds[task])
                 except (WorkerError, EnvRequestError) as e:  # the env could not even be made or reset

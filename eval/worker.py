@@ -47,7 +47,10 @@ class CpuSuite:
         self.env = self.expert = None
 
     def make(self, task, kwargs):
-        self.env = self.envs.make(task, **kwargs)
+        if str(task).endswith((".yaml", ".yml")):  # a plug-in env described by a config file (envs/plugin.py)
+            self.env = self.envs.make_from_config(task)
+        else:
+            self.env = self.envs.make(task, **kwargs)
         self.expert = None
         return {"max_steps": int(self.env.unwrapped.max_episode_steps)}
 

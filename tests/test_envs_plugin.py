@@ -121,3 +121,30 @@ def test_cpu_suite_config_file():
     assert env.unwrapped.max_episode_steps == 80
     expert = make_expert(env)  # finds the CPU-suite env under the adapter
     assert envs.rollout(env, lambda obs, instruction: expert.act(obs), seed=0).success
+
+
+def test_plugin_env_through_the_evaluation_harness(tmp_path):
+    """The harness runs a plug-in env (defined only in this test module) in its worker process from the
+    config file alone: the entry point string registers it there."""
+    from eval.harness import evaluate, expand_tasks
+    from policies.base import ActionChunk
+
+    path = write_config(
+        tmp_path, id="testlab/ToyPushHarness-v0", entry_point="tests.test_envs_plugin:ToyPushEnv",
+        image_key="rgb", proprio_key="state", instruction="push the block", max_steps=6,
+        success_key="at_goal", kwargs={"size": 8},
+    )  # fmt: skip
+    tasks = expand_tasks([str(path)], list(envs.TASKS), envs.TASK_GROUPS)
+
+    class Push:
+        action_dim = 7
+
+        def reset(self, instruction, seed):
+            assert instruction == "push the block"
+
+        def act(self, obs):
+            assert obs["image"].shape == (8, 8, 3)
+            return ActionChunk(np.array([[0.3, 0, 0, 0, 0, 0, 0]]), [False])
+
+    summary = evaluate(tasks, [0, 1], lambda client: Push(), tmp_path / "out", videos_per_task=0)
+    assert summary[str(path)]["successes"] == 2 and summary[str(path)]["mean_steps"] == 6
