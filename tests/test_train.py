@@ -191,3 +191,31 @@ def test_grad_accumulation_matches_full_batch(tmp_path):
     assert any((states[0][k] != init[k]).any() for k in init)  # the step changed the weights
     for k in states[0]:
         torch.testing.assert_close(states[0][k], states[1][k], atol=1e-6, rtol=1e-5)
+
+
+def test_disk_full_on_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    m, obj = setup("vanilla")
+    train(m, obj, Blobs(), TrainConfig(**{**CFG, "steps": 2, "ckpt_every": 1}), tmp_path / "r", {})
+    before = [c.name for c in ckpt.list_checkpoints(tmp_path / "r" / "checkpoints")]
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", full)
+    m, obj = setup("vanilla")
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        train(
+            m,
+            obj,
+            Blobs(),
+            TrainConfig(**{**CFG, "steps": 3, "ckpt_every": 0}),
+            tmp_path / "r",
+            {},
+            resume=True,
+        )
+    root = tmp_path / "r" / "checkpoints"
+    assert [c.name for c in ckpt.list_checkpoints(root)] == before
+    assert not list(root.glob(".tmp-*"))  # nothing half-written left behind
+    ckpt.load_checkpoint(ckpt.list_checkpoints(root)[-1])
