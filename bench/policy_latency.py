@@ -59,10 +59,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--plan", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sizes", nargs="+", default=["debug", "B"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = {"image": args.image, "euler_steps": args.steps, "threads": args.threads, "ms_per_chunk": {}}
-    for size, patch in (("debug", 4), ("B", 4)):
+    for size in args.sizes:
+        patch = 4
         wm = bundle(size, args.image, patch)
         out["ms_per_chunk"][size] = chunk_ms(WorldModelPolicy(wm, steps=args.steps), args.repeats)
         out["ms_per_chunk"][f"{size}_plan{args.plan}_consistency"] = chunk_ms(
