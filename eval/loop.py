@@ -72,7 +72,7 @@ def run_episode(
                 obs, success = res["obs"], res["success"]
                 if record:
                     frames.append(obs["image"])
-                if res["truncated"] or steps >= max_steps:
+                if res["truncated"] or (max_steps and steps >= max_steps):  # 0: the env truncates itself
                     stop = True
                     failure = None if success else "timeout"
                     break
