@@ -30,7 +30,7 @@ from worldflow.logger import read_metrics
 from worldflow.metrics.convergence import mean_std, steps_to_reach
 from worldflow.metrics.fd import DomainEncoderConfig, DomainFD, train_domain_encoder
 from worldflow.metrics.probe import block_features, linear_probe
-from worldflow.model.dit import DiT, ModelConfig
+from worldflow.model.dit import DiT, ModelConfig, config_for_data
 from worldflow.model.sizes import default_blocks
 from worldflow.objectives import build_objective
 from worldflow.train import TrainConfig, train
@@ -146,13 +146,7 @@ def run_study(cfg: StudyConfig) -> dict:
 
                 shutil.rmtree(run_dir)
             torch.manual_seed(seed)
-            model_cfg = dataclasses.replace(
-                cfg.model,
-                channels=shape[-3],
-                image_size=shape[-1],
-                frames=shape[0] if len(shape) == 4 else 1,
-                num_classes=data.num_classes,
-            )
+            model_cfg = config_for_data(cfg.model, shape, data.num_classes)
             model = DiT(model_cfg)
             obj_cfg = dict(METHODS[name])
             if obj_cfg["name"] == "repa":

@@ -18,7 +18,7 @@ from worldflow.config import CONFIG_DIR, PretrainConfig, entry_point, typed
 from worldflow.data import build_dataset
 from worldflow.generate import generate, write_samples
 from worldflow.logger import MetricLogger
-from worldflow.model.dit import DiT
+from worldflow.model.dit import DiT, config_for_data
 from worldflow.objectives import build_objective, objective_config
 from worldflow.train import train
 
@@ -45,15 +45,7 @@ def run(cfg: PretrainConfig, raw: dict) -> dict:
     cfg.data.image_size = cfg.image_size
     dataset = build_dataset(cfg.data)
     shape = tuple(dataset.sample_shape)
-    model_cfg = dataclasses.replace(
-        cfg.model,
-        channels=shape[-3],
-        image_size=shape[-1],
-        frames=shape[0] if len(shape) == 4 else 1,
-        num_classes=dataset.num_classes,
-    )
-    if model_cfg.frames == 1:
-        model_cfg.tubelet = 1
+    model_cfg = config_for_data(cfg.model, shape, dataset.num_classes)
     model = DiT(model_cfg)
     objective = build_objective(cfg.objective, model)
     n_params = sum(p.numel() for p in model.parameters())

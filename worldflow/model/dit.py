@@ -9,7 +9,7 @@ timesteps per sample and the world model a handful. The model holds no loss, sam
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -251,5 +251,14 @@ class DiT(nn.Module):
         return out, hidden
 
 
-def build_model(cfg: ModelConfig) -> DiT:
-    return DiT(cfg)
+def config_for_data(cfg: ModelConfig, sample_shape: tuple[int, ...], num_classes: int) -> ModelConfig:
+    """The model's input spec filled in from a dataset: channels, size, frames (images use tubelet 1)."""
+    frames = sample_shape[0] if len(sample_shape) == 4 else 1
+    return replace(
+        cfg,
+        channels=sample_shape[-3],
+        image_size=sample_shape[-1],
+        frames=frames,
+        tubelet=cfg.tubelet if frames > 1 else 1,
+        num_classes=num_classes,
+    )
