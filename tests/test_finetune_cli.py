@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.test_rlds_writer import tiny_episodes
@@ -92,3 +93,13 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
 
     with pytest.raises(CheckpointError, match="not a fine-tuned world model"):
         from_checkpoint(tmp_path / "pre")
+
+    from policies.factory import PolicyConfig, policy_factory
+
+    with pytest.raises(CheckpointError, match="trained for robot 'rt1', not robot='bridge'"):
+        policy_factory(PolicyConfig(checkpoint=str(tmp_path / "ft")), robot="bridge", suite="cpu")
+    make = policy_factory(PolicyConfig(checkpoint=str(tmp_path / "ft"), steps=2), robot="rt1", suite="cpu")
+    policy = make(None)
+    policy.reset("open top drawer", 0)
+    chunk = policy.act({"image": np.zeros((256, 320, 3), np.uint8)})
+    assert chunk.actions.shape == (4, 7) and set(np.unique(chunk.actions[:, 6])) <= {-1.0, 0.0, 1.0}
