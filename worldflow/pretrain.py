@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 import worldflow
 from worldflow.config import CONFIG_DIR, PretrainConfig, entry_point, typed
 from worldflow.data import build_dataset
+from worldflow.errors import ConfigError
 from worldflow.generate import generate, write_samples
 from worldflow.logger import MetricLogger
 from worldflow.model.dit import DiT, config_for_data
@@ -42,7 +43,10 @@ def sampler(cfg: PretrainConfig):
 
 
 def run(cfg: PretrainConfig, raw: dict) -> dict:
-    cfg.data.image_size = cfg.image_size
+    if cfg.data.image_size != cfg.image_size:
+        raise ConfigError(
+            f"data.image_size={cfg.data.image_size} differs from image_size={cfg.image_size}: set image_size="
+        )
     dataset = build_dataset(cfg.data)
     shape = tuple(dataset.sample_shape)
     model_cfg = config_for_data(cfg.model, shape, dataset.num_classes)
