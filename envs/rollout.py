@@ -8,14 +8,13 @@ This is the small loop for looking at envs and measuring experts; eval/ holds th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from worldflow.errors import DataError
+from worldflow.viz import check_output_path, save_video
 
 PolicyFn = Callable[[dict, str], "np.ndarray | tuple[np.ndarray, bool]"]
 
@@ -26,17 +25,6 @@ class RolloutResult:
     steps: int
     instructions: list[str] = field(default_factory=list)  # the instruction each action was chosen under
     video_path: Path | None = None
-
-
-def _check_writable(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create the video's folder {path.parent}: {e}") from e
-    if not os.access(path.parent, os.W_OK):
-        raise DataError(f"video folder {path.parent} is not writable")
-    if path.suffix not in (".gif", ".mp4"):
-        raise DataError(f"video path {path} must end in .gif or .mp4")
 
 
 def rollout(
@@ -50,7 +38,7 @@ def rollout(
     """Run one episode. `policy_fn(obs, instruction)` returns an action (7,) or (action, terminate)."""
     video = Path(video_path) if video_path is not None else None
     if video is not None:
-        _check_writable(video)  # fail before the episode, not after it
+        check_output_path(video, (".gif", ".mp4"))  # fail before the episode, not after it
     base = env.unwrapped
     obs, info = env.reset(seed=seed)
     frames, instructions = [obs["image"]], []
@@ -68,7 +56,5 @@ def rollout(
         if stop or truncated or terminated:
             break
     if video is not None:
-        from worldflow.viz import save_video
-
         save_video(np.stack(frames), video, fps=fps)
     return RolloutResult(bool(info.get("success", False)), len(instructions), instructions, video)

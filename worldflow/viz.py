@@ -38,14 +38,23 @@ def make_grid(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.n
     return grid
 
 
-def _atomic_target(path: str | Path) -> tuple[Path, Path]:
+def check_output_path(path: str | Path, suffixes: tuple[str, ...] = ()) -> Path:
+    """Create the folder of `path` and check it is writable (and the suffix, if given), or raise DataError
+    naming it: call before long work so a bad output path fails first."""
     path = Path(path)
+    if suffixes and path.suffix not in suffixes:
+        raise DataError(f"output path {path} must end in {' or '.join(suffixes)}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create output folder {path.parent}: {e}") from e
     if not os.access(path.parent, os.W_OK):
         raise DataError(f"output folder {path.parent} is not writable")
+    return path
+
+
+def _atomic_target(path: str | Path) -> tuple[Path, Path]:
+    path = check_output_path(path)
     return path, path.with_name(f".{path.stem}.tmp{path.suffix}")
 
 
