@@ -1,5 +1,7 @@
 """Benchmark: milliseconds per action chunk of the world-model policy on CPU (goal <= 50 ms at the debug
-size), for the debug and B sizes, and with the planning option (N sampled chunks, imagined futures).
+size), for the debug and B sizes, and with the planning option (N sampled chunks, imagined futures); each
+both ways: full forward at every Euler step, and with the context key/value cache of a model trained with
+`model.isolate_fixed=true` (DESIGN.md §2), side by side in one process.
 
 python bench/policy_latency.py [--image 32] [--steps 10] [--repeats 10] [--plan 4] [--threads 2]   -> JSON
 Models are randomly initialised (latency does not depend on the weights).
@@ -21,7 +23,7 @@ from worldflow.worldmodel.bundle import WorldModel
 from worldflow.worldmodel.modes import WorldModelConfig
 
 
-def bundle(size: str, image: int, patch: int) -> WorldModel:
+def bundle(size: str, image: int, patch: int, isolate_fixed: bool) -> WorldModel:
     wm = WorldModelConfig()
     torch.manual_seed(0)
     model = DiT(
@@ -34,6 +36,7 @@ def bundle(size: str, image: int, patch: int) -> WorldModel:
             cond_dim=512,
             action_dim=7,
             action_horizon=wm.action_horizon,
+            isolate_fixed=isolate_fixed,
         )
     ).eval()
     stats = ActionStats.compute(np.random.default_rng(0).normal(0, 0.02, (100, 7)))
@@ -63,14 +66,17 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = {"image": args.image, "euler_steps": args.steps, "threads": args.threads, "ms_per_chunk": {}}
+    ms = out["ms_per_chunk"]
     for size in args.sizes:
-        patch = 4
-        wm = bundle(size, args.image, patch)
-        out["ms_per_chunk"][size] = chunk_ms(WorldModelPolicy(wm, steps=args.steps), args.repeats)
-        out["ms_per_chunk"][f"{size}_plan{args.plan}_consistency"] = chunk_ms(
-            WorldModelPolicy(wm, steps=args.steps, plan=PlanConfig(args.plan, "consistency")),
-            max(2, args.repeats // 3),
-        )
+        for cached in (False, True):
+            name = f"{size}_kv_cache" if cached else size
+            wm = bundle(size, args.image, 4, isolate_fixed=cached)
+            ms[name] = chunk_ms(WorldModelPolicy(wm, steps=args.steps), args.repeats)
+            ms[f"{name}_plan{args.plan}_consistency"] = chunk_ms(
+                WorldModelPolicy(wm, steps=args.steps, plan=PlanConfig(args.plan, "consistency")),
+                max(2, args.repeats // 3),
+            )
+        out.setdefault("speedup_kv_cache", {})[size] = ms[size] / ms[f"{size}_kv_cache"]
     out["goal"] = "debug <= 50 ms per chunk"
     print(json.dumps(out, indent=1))
 

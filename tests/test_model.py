@@ -65,7 +65,7 @@ def test_per_token_modulation_matches_naive_reference(tiny_model):
     c = m.t_embedder(t.reshape(-1)).view(2, 16, -1) + m.y_embedder(y)[:, None]
     for blk in m.blocks:
         s1, sc1, g1, s2, sc2, g2 = blk.adaLN(c).chunk(6, dim=-1)
-        h = h + g1 * blk.attn(modulate(blk.norm1(h), s1, sc1), None)
+        h = h + g1 * blk.attn(modulate(blk.norm1(h), s1, sc1), None)[0]
         h = h + g2 * blk.mlp(modulate(blk.norm2(h), s2, sc2))
     shift, scale = m.adaLN_out(c).chunk(2, dim=-1)
     ref = m.embed_out["frames"](modulate(m.norm_out(h), shift, scale))

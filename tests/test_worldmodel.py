@@ -159,3 +159,48 @@ def test_tiny_finetune_lowers_frame_and_action_losses(tmp_path, objective):
         first = np.mean([r[key] for r in rows[:10]])
         last = np.mean([r[key] for r in rows[-10:]])
         assert last < 0.7 * first, (key, first, last)
+
+
+def test_isolate_fixed_blocks_only_fixed_to_noised_attention():
+    # With isolate_fixed, changing the noised tokens (actions in policy mode) leaves every fixed token's
+    # hidden state unchanged, while noised tokens still see the context; without it, context tokens change.
+    ctx_frames = torch.randn(1, 5, 3, 8, 8)
+    clean, absent = layout_masks(wm_model(), 2, ["policy"], "cpu")
+    fixed = clean | absent
+    tau = torch.where(clean, 0.0, torch.where(absent, 1.0, 0.5))
+    for isolate in (True, False):
+        m = randomize_zero_init(wm_model(isolate_fixed=isolate)).eval()
+        frames = m.patchify(ctx_frames)
+        hid = []
+        for acts in (torch.zeros(1, 4, 7), torch.ones(1, 4, 7)):
+            _, h = m(
+                {"frames": frames, "actions": acts},
+                tau,
+                cond=torch.ones(1, 512),
+                return_blocks=(6,),
+                fixed=fixed,
+            )
+            hid.append(h[6][0])
+        moved = (hid[0] - hid[1]).abs().amax(-1)
+        assert (moved[fixed[0]].max() < 1e-6) == isolate
+        assert moved[~fixed[0]].min() > 1e-4  # the noised tokens themselves always change
+    # noised tokens still attend to the context under the mask
+    m = randomize_zero_init(wm_model(isolate_fixed=True)).eval()
+    a = predict(m, ctx_frames[:, :2], torch.ones(1, 512), "policy", steps=3, seed=0)["actions"]
+    b = predict(m, -ctx_frames[:, :2], torch.ones(1, 512), "policy", steps=3, seed=0)["actions"]
+    assert (a - b).abs().mean() > 1e-3
+
+
+@pytest.mark.parametrize("mode", ["policy", "forward", "inverse", "joint"])
+def test_kv_cache_equals_full_forward(mode):
+    m = randomize_zero_init(wm_model(isolate_fixed=True)).eval()
+    ctx, cond = torch.randn(2, 2, 3, 8, 8), torch.randn(2, 512)
+    kw = dict(actions=torch.randn(2, 4, 7), future_frames=torch.randn(2, 3, 3, 8, 8).clamp(-1, 1))
+    full = predict(m, ctx, cond, mode, steps=4, seed=3, kv_cache=False, **kw)
+    cached = predict(m, ctx, cond, mode, steps=4, seed=3, kv_cache=True, **kw)
+    assert full.keys() == cached.keys() and full
+    for g in full:
+        torch.testing.assert_close(cached[g], full[g], atol=1e-5, rtol=1e-4)
+    plain = randomize_zero_init(wm_model()).eval()
+    with pytest.raises(ConfigError, match="isolate_fixed"):
+        predict(plain, ctx, cond, mode, steps=2, kv_cache=True, **kw)

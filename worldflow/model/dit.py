@@ -41,6 +41,10 @@ class ModelConfig:
     action_dim: int = 0  # >0: an action token group of `action_horizon` tokens (the world model, §2)
     action_horizon: int = 0
     mlp_ratio: float = 4.0
+    # Fixed tokens (clean context, absent futures) attend only to fixed tokens, so at inference their
+    # keys/values are computed once per chunk and reused by every ODE step (DESIGN.md §2). Must be set for
+    # training and inference alike: it changes what the model computes.
+    isolate_fixed: bool = False
 
     def validate(self) -> None:
         size_spec(self.size)
@@ -70,11 +74,18 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Returns (output, this input's (keys, values)); `past` keys/values are attended to as well."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d)), (k, v)
 
 
 class Block(nn.Module):
@@ -92,11 +103,16 @@ class Block(nn.Module):
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
 
     def forward(self, x, cond_unique, inverse, attn_mask):
+        return self.forward_kv(x, cond_unique, inverse, attn_mask)[0]
+
+    def forward_kv(self, x, cond_unique, inverse, attn_mask, past=None):
+        """The block, also returning its attention's (keys, values) of x; `past` as in Attention."""
         b, n, d = x.shape
         mod = self.adaLN(cond_unique)[inverse].view(b, n, 6 * d)  # (B, N, 6D)
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
-        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), attn_mask)
-        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        a, kv = self.attn(modulate(self.norm1(x), shift1, scale1), attn_mask, past)
+        x = x + gate1 * a
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2)), kv
 
 
 class DiT(nn.Module):
@@ -198,21 +214,8 @@ class DiT(nn.Module):
         return torch.full((batch,), self.cfg.num_classes, dtype=torch.long, device=device)
 
     # ----- forward --------------------------------------------------------------------------------
-    def forward(
-        self,
-        tokens: dict[str, torch.Tensor],
-        t: torch.Tensor,
-        y: torch.Tensor | None = None,
-        cond: torch.Tensor | None = None,
-        return_blocks: Sequence[int] = (),
-        stop_after: int | None = None,
-        attn_mask: torch.Tensor | None = None,
-    ) -> tuple[dict[str, torch.Tensor] | None, dict[int, torch.Tensor]]:
-        """Returns (velocities per group or None if `stop_after` is set, {block: hidden (B, N, D)}).
-
-        Blocks are 1-indexed (block k's output). `attn_mask` is an SDPA mask broadcastable to
-        (B, heads, N, N), True = may attend.
-        """
+    def embed(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Token groups -> (B, N, D) hidden states with positions, groups in `self.groups` order."""
         parts = []
         for g, (n, dim) in self.groups.items():
             if g not in tokens:
@@ -225,12 +228,38 @@ class DiT(nn.Module):
             if g == "actions":
                 h = h + self.action_type
             parts.append(h)
-        x = torch.cat(parts, dim=1) + self.pos_embed.to(parts[0].dtype)
+        return torch.cat(parts, dim=1) + self.pos_embed.to(parts[0].dtype)
+
+    def isolation_mask(self, fixed: torch.Tensor) -> torch.Tensor:
+        """(B, 1, N, N) SDPA mask of `isolate_fixed`: a fixed token may attend only to fixed tokens."""
+        return (~fixed[:, :, None] | fixed[:, None, :])[:, None]
+
+    def forward(
+        self,
+        tokens: dict[str, torch.Tensor],
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+        return_blocks: Sequence[int] = (),
+        stop_after: int | None = None,
+        attn_mask: torch.Tensor | None = None,
+        fixed: torch.Tensor | None = None,
+    ) -> tuple[dict[str, torch.Tensor] | None, dict[int, torch.Tensor]]:
+        """Returns (velocities per group or None if `stop_after` is set, {block: hidden (B, N, D)}).
+
+        Blocks are 1-indexed (block k's output). `attn_mask` is an SDPA mask broadcastable to
+        (B, heads, N, N), True = may attend. `fixed` (B, N) bool marks clean or absent tokens (not being
+        denoised); with `isolate_fixed` they attend only to each other.
+        """
+        x = self.embed(tokens)
         b, n, _ = x.shape
         if t.ndim == 1:
             t = t[:, None].expand(b, n)
         if t.shape != (b, n):
             raise ConfigError(f"timesteps have shape {tuple(t.shape)}, expected ({b},) or ({b}, {n})")
+        if self.cfg.isolate_fixed and fixed is not None:
+            iso = self.isolation_mask(fixed)
+            attn_mask = iso if attn_mask is None else attn_mask & iso
         cond_u, inverse = self._unique_conditions(t, y, cond)
 
         hidden: dict[int, torch.Tensor] = {}
@@ -249,6 +278,49 @@ class DiT(nn.Module):
         x = modulate(self.norm_out(x), shift, scale)
         out = {g: self.embed_out[g](x[:, s]) for g, s in self.group_slices().items()}
         return out, hidden
+
+    # ----- cached inference (isolate_fixed) -------------------------------------------------------
+    @torch.no_grad()
+    def cache_fixed(
+        self, tokens: dict[str, torch.Tensor], t: torch.Tensor, fixed_idx: torch.Tensor, y=None, cond=None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per block, the keys/values of the fixed tokens at positions `fixed_idx` (K,). Exact because with
+        `isolate_fixed` fixed tokens attend only to each other, so running them alone changes nothing."""
+        if not self.cfg.isolate_fixed:
+            raise ConfigError("cached inference needs a model trained with model.isolate_fixed=true")
+        x = self.embed(tokens)[:, fixed_idx]
+        cond_u, inverse = self._unique_conditions(t[:, fixed_idx], y, cond)
+        cache = []
+        for block in self.blocks:
+            x, kv = block.forward_kv(x, cond_u, inverse, None)
+            cache.append(kv)
+        return cache
+
+    @torch.no_grad()
+    def forward_cached(
+        self,
+        tokens: dict[str, torch.Tensor],
+        t: torch.Tensor,
+        idx: torch.Tensor,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        y=None,
+        cond=None,
+    ) -> dict[str, torch.Tensor]:
+        """Velocities of the tokens at positions `idx` (M,) only (sorted; the noised ones), attending to
+        each other and to the cached fixed tokens. Returns {group: (B, M_g, dim)} in position order."""
+        x = self.embed(tokens)[:, idx]
+        b, m, _ = x.shape
+        cond_u, inverse = self._unique_conditions(t[:, idx], y, cond)
+        for block, past in zip(self.blocks, cache, strict=True):
+            x, _ = block.forward_kv(x, cond_u, inverse, None, past)
+        shift, scale = self.adaLN_out(cond_u)[inverse].view(b, m, -1).chunk(2, dim=-1)
+        x = modulate(self.norm_out(x), shift, scale)
+        out = {}
+        for g, s in self.group_slices().items():
+            inside = (idx >= s.start) & (idx < s.stop)
+            if inside.any():
+                out[g] = self.embed_out[g](x[:, inside])
+        return out
 
 
 def config_for_data(cfg: ModelConfig, sample_shape: tuple[int, ...], num_classes: int) -> ModelConfig:

@@ -27,6 +27,11 @@ class Prepared:
     absent: torch.Tensor  # (B, N) bool
     weight: torch.Tensor  # (B, N) float: which tokens are in the flow loss
 
+    @property
+    def fixed(self) -> torch.Tensor:
+        """(B, N) bool: tokens not being denoised (the model's `isolate_fixed` option uses it)."""
+        return self.clean | self.absent
+
 
 def drop_labels(model, y: torch.Tensor | None, p: float) -> torch.Tensor | None:
     """Replace labels by the null class with probability p (CFG training, 10% in DiT/SiT/Self-Flow)."""

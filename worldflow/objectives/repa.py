@@ -67,7 +67,9 @@ class Repa(nn.Module):
         b, n = p.weight.shape
         tau = fix_layout(sample_per_token(self.cfg.timesteps, b, n, p.weight.device), p)
         blk = self.student_block
-        pred, hidden = model(noised(model, p, tau), tau, y=p.y, cond=p.cond, return_blocks=(blk,))
+        pred, hidden = model(
+            noised(model, p, tau), tau, y=p.y, cond=p.cond, return_blocks=(blk,), fixed=p.fixed
+        )
         loss_flow, metrics = flow_loss(model, pred, p, self.cfg.group_weights)
         frames = model.group_slices()["frames"]
         student = self.projector(hidden[blk][:, frames]).float()

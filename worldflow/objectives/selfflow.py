@@ -116,10 +116,16 @@ class SelfFlow(nn.Module):
     def forward(self, model, teacher, batch):
         p = prepare(model, batch, self.cfg.label_dropout)
         tau, tau_teacher, mask = self.timesteps(model, p)
-        attn_mask = separation_mask(mask, p.clean | p.absent) if self.cfg.attention_separation else None
+        attn_mask = separation_mask(mask, p.fixed) if self.cfg.attention_separation else None
         blocks = (self.student_block,) if self.cfg.rep_loss else ()
         pred, hidden = model(
-            noised(model, p, tau), tau, y=p.y, cond=p.cond, return_blocks=blocks, attn_mask=attn_mask
+            noised(model, p, tau),
+            tau,
+            y=p.y,
+            cond=p.cond,
+            return_blocks=blocks,
+            attn_mask=attn_mask,
+            fixed=p.fixed,
         )
         loss_flow, metrics = flow_loss(model, pred, p, self.cfg.group_weights)
         loss = loss_flow
@@ -135,6 +141,7 @@ class SelfFlow(nn.Module):
                     cond=p.cond,
                     return_blocks=(self.teacher_block,),
                     stop_after=self.teacher_block,
+                    fixed=p.fixed,
                 )
             student = self.head(hidden[self.student_block]).float()
             target = t_hidden[self.teacher_block].detach().float()

@@ -24,10 +24,14 @@ def predict(
     steps: int = 10,
     method: str = "euler",
     seed: int | None = None,
+    kv_cache: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """context_frames (B, C, 3, S, S) in [-1, 1]; cond (B, cond_dim); actions (B, H_a, 7) normalised where the
     mode conditions on them (forward); future_frames (B, H, 3, S, S) where it conditions on them (inverse).
-    Returns {"actions": (B, H_a, 7)} and/or {"frames": (B, H, 3, S, S)} for the denoised groups."""
+    Returns {"actions": (B, H_a, 7)} and/or {"frames": (B, H, 3, S, S)} for the denoised groups.
+
+    kv_cache: compute the fixed tokens' keys/values once and run only the noised tokens at each step;
+    exact for a model trained with `isolate_fixed` (None: use it whenever the model was)."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; modes: {list(MODES)}")
     cfg = model.cfg
@@ -62,9 +66,21 @@ def predict(
             start += n * d
         return out
 
+    def taus(t: torch.Tensor) -> torch.Tensor:
+        return torch.where(clean, 0.0, torch.where(absent, 1.0, t[:, None].expand_as(clean).float()))
+
+    if kv_cache is None:
+        kv_cache = cfg.isolate_fixed
+    if kv_cache:
+        order = torch.arange(clean.shape[1], device=dev)
+        fixed_idx, noised_idx = order[~noised[0]], order[noised[0]]
+        cache = model.cache_fixed(fixed, taus(torch.ones(b, device=dev)), fixed_idx, cond=cond)
+
     def fn(state: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        tau = torch.where(clean, 0.0, torch.where(absent, 1.0, t[:, None].expand_as(clean).float()))
-        v, _ = model(unpack(state), tau, cond=cond)
+        if kv_cache:
+            v = model.forward_cached(unpack(state), taus(t), noised_idx, cache, cond=cond)
+            return torch.cat([v[g].flatten(1) for g in fixed if g in v], dim=1)
+        v, _ = model(unpack(state), taus(t), cond=cond, fixed=clean | absent)
         return torch.cat([v[g][:, sel[g]].flatten(1) for g in fixed], dim=1)
 
     start = torch.cat([x1[g][:, sel[g]].flatten(1) for g in fixed], dim=1)
