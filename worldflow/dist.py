@@ -1,4 +1,7 @@
-"""Process groups for `torchrun` (DESIGN.md §5): DDP on PyTorch's own engine, gloo on CPU, NCCL on CUDA.
+"""Process groups for `torchrun` (DESIGN.md §5): DDP on PyTorch's own engine, gloo on CPU, NCCL on CUDA,
+and FSDP2 (`torch.distributed.fsdp.fully_shard`, one unit per transformer block) for sizes whose weights and
+optimizer state should be sharded. Checkpoints always hold full, unsharded tensors under the plain model's
+keys, so any world size and either engine can resume them.
 
 A single process (no torchrun) is world size 1 and nothing here does anything. Multi-node runs use
 torchrun's rendezvous flags (see README): every rank runs the same command.
@@ -69,3 +72,76 @@ class ModelProxy:
 
     def __getattr__(self, name):
         return getattr(self._model, name)
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's parameters and buffers (DDP does this itself; FSDP2 does not)."""
+    if dist.is_initialized():
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, 0)
+
+
+def shard(model: torch.nn.Module) -> None:
+    """FSDP2: each transformer block is one unit, the rest (embeddings, heads) the root unit."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.blocks:
+        fully_shard(block)
+    # the root reshards after forward too: the EMA teacher has no backward that would do it, and the
+    # EMA update pairs its parameters with the model's as shards
+    fully_shard(model, reshard_after_forward=True)
+
+
+def _is_dtensor(t) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def full(value):
+    """A DTensor gathered to a full tensor (a collective: every rank must call it, in the same order);
+    dicts and lists recursively; anything else unchanged."""
+    if isinstance(value, dict):
+        return {k: full(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [full(v) for v in value]
+    return value.full_tensor() if _is_dtensor(value) else value
+
+
+def shard_optimizer_state(state: dict, params: list[torch.Tensor]) -> dict:
+    """A saved (full-tensor) optimizer state dict made to fit sharded parameters: every per-parameter
+    tensor of a parameter's shape is distributed like that parameter."""
+    from torch.distributed.tensor import distribute_tensor
+
+    out = {**state, "state": {}}
+    for idx, per_param in state["state"].items():
+        p = params[int(idx)]
+        out["state"][idx] = {
+            k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements)
+            if _is_dtensor(p) and torch.is_tensor(v) and v.shape == p.shape
+            else v
+            for k, v in per_param.items()
+        }
+    return out
+
+
+@torch.no_grad()
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """torch.nn.utils.clip_grad_norm_ that also takes a mix of FSDP2-sharded (DTensor) and plain gradients:
+    the squared norms of the shards are summed over ranks, the plain ones counted once."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not any(_is_dtensor(g) for g in grads):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    local = torch.zeros((), dtype=torch.float64)
+    plain = torch.zeros((), dtype=torch.float64)
+    for g in grads:
+        if _is_dtensor(g):
+            local += g.to_local().double().pow(2).sum().cpu()
+        else:
+            plain += g.double().pow(2).sum().cpu()
+    dist.all_reduce(local)
+    total = (local + plain).sqrt()
+    coef = min(1.0, max_norm / (float(total) + 1e-6))
+    for g in grads:
+        g.mul_(coef)
+    return total.float()

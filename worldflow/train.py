@@ -48,6 +48,7 @@ class TrainConfig:
     num_workers: int = 0
     compile: bool = False
     activation_checkpointing: bool = False
+    parallel: str = "ddp"  # under torchrun: ddp | fsdp (FSDP2, weights and optimizer state sharded)
     device: str = "auto"
 
 
@@ -153,12 +154,13 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _resume(run_dir: Path, model, objective, ema, optimizer, schedule, logger) -> int:
-    """Restore the newest checkpoint of run_dir into everything; returns its step (0 if none)."""
+def _load_resume(run_dir: Path, model, objective, ema) -> dict | None:
+    """Load the newest checkpoint of run_dir's weights into the plain (unwrapped) modules; returns the
+    checkpoint (its training state is restored by `_restore_state` once the optimizer exists) or None."""
     latest = ckpt.list_checkpoints(run_dir / "checkpoints")
     if not latest:
         print(f"resume: no checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
-        return 0
+        return None
     loaded = ckpt.load_checkpoint(latest[-1])
     src = str(latest[-1])
     own = {k: v for k, v in loaded["model"].items() if not k.startswith("objective.")}
@@ -166,14 +168,20 @@ def _resume(run_dir: Path, model, objective, ema, optimizer, schedule, logger) -
     ckpt.load_weights(model, own, [], src)
     ckpt.load_weights(objective, obj, [], src)
     ckpt.load_weights(ema, loaded["ema"], [], src)
-    optimizer.load_state_dict(loaded["state"]["optimizer"])
-    schedule.load_state_dict(loaded["state"]["schedule"])
-    step = int(loaded["state"]["step"])
+    return loaded
+
+
+def _restore_state(loaded: dict, run_dir: Path, optimizer, schedule, params, logger) -> int:
+    """The optimizer, schedule and RNG of a loaded checkpoint; returns its step."""
+    state = loaded["state"]
+    optimizer.load_state_dict(dist.shard_optimizer_state(state["optimizer"], params))
+    schedule.load_state_dict(state["schedule"])
+    step = int(state["step"])
     rank, _ = dist.world()
     if rank == 0:
-        set_rng_state(loaded["state"]["rng"])  # exact continuation of a single-process run
+        set_rng_state(state["rng"])  # exact continuation of a single-process run
     else:
-        seed_everything(hash((loaded["state"]["step"], rank)) % 2**31)
+        seed_everything(hash((step, rank)) % 2**31)
     if logger is not None:
         logger.truncate_after(step)
     print(f"resumed {run_dir} at step {step}")
@@ -212,6 +220,8 @@ def train(
             f"train.batch_size={cfg.batch_size} is not divisible by train.grad_accum={cfg.grad_accum}"
             + (f" x {world_size} processes" if world_size > 1 else "")
         )
+    if cfg.parallel not in ("ddp", "fsdp"):
+        raise ConfigError(f"train.parallel={cfg.parallel!r}; use ddp or fsdp")
     if len(dataset) == 0:
         raise ConfigError("the dataset is empty")
     if not resume and ckpt.list_checkpoints(ckpt_root):
@@ -229,14 +239,25 @@ def train(
             model, loaded["ema"], expected_missing or [], f"init_from={init_from}", init_drop or []
         )
         print(f"init_from {loaded['dir']}: loaded EMA weights; newly initialised: {allowed or 'none'}")
+    ema = copy.deepcopy(model).requires_grad_(False).eval()  # exact copy at step 0
+    loaded = _load_resume(run_dir, model, objective, ema) if resume else None
+    sharded = world_size > 1 and cfg.parallel == "fsdp"
     forward = model
+    sample_model = ema
     if world_size > 1:
-        forward = torch.nn.parallel.DistributedDataParallel(model)  # broadcasts rank 0's weights
         for p in objective.parameters():
             torch.distributed.broadcast(p.data, 0)
+        if sharded:
+            dist.broadcast_module(model)
+            dist.broadcast_module(ema)
+            # rank 0 samples alone, so it keeps a plain copy the gathered EMA weights are loaded into
+            sample_model = copy.deepcopy(ema) if main else None
+            dist.shard(model)
+            dist.shard(ema)
+        else:
+            forward = torch.nn.parallel.DistributedDataParallel(model)  # broadcasts rank 0's weights
     if cfg.compile:
         forward = torch.compile(forward)
-    ema = copy.deepcopy(model).requires_grad_(False).eval()  # exact copy at step 0
 
     optimizer = torch.optim.AdamW(
         param_groups([model, objective], cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=False
@@ -244,8 +265,9 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     )
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     logger = (logger or MetricLogger(run_dir)) if main else None
-    step = _resume(run_dir, model, objective, ema, optimizer, schedule, logger) if resume else 0
+    step = _restore_state(loaded, run_dir, optimizer, schedule, params, logger) if loaded else 0
 
     micro = cfg.batch_size // (cfg.grad_accum * world_size)
     batches = EpochBatches(
@@ -262,25 +284,35 @@ def train(
     data = iter(loader)
     proxy = dist.ModelProxy(model, forward)
     teacher = ema if getattr(objective, "needs_teacher", False) else None
-    params = [p for g in optimizer.param_groups for p in g["params"]]
 
     def save(at: int) -> Path | None:
+        # full tensors whatever the engine (gathering FSDP2 shards is a collective: every rank takes part)
+        model_state = dist.full(model.state_dict()) if sharded or main else None
+        ema_state = dist.full(ema.state_dict()) if sharded or main else None
+        optim_state = dist.full(optimizer.state_dict()) if sharded or main else None
+        path = None
         if main:
-            model_state = {
-                **model.state_dict(),
-                **{f"objective.{k}": v for k, v in objective.state_dict().items()},
-            }
+            model_state.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
             state = {
-                "optimizer": optimizer.state_dict(),
+                "optimizer": optim_state,
                 "schedule": schedule.state_dict(),
                 "rng": rng_state(),
                 "step": at,
             }
             path = ckpt.save_checkpoint(
-                ckpt_root, at, model_state, ema.state_dict(), state, meta, cfg.keep_checkpoints
+                ckpt_root, at, model_state, ema_state, state, meta, cfg.keep_checkpoints
             )
         dist.barrier()
-        return path if main else None
+        return path
+
+    def sample(at: int) -> None:
+        if sharded:
+            weights = dist.full(ema.state_dict())
+            if main:
+                sample_model.load_state_dict(weights)
+        if main:
+            sample_fn(sample_model, at, run_dir)
+        dist.barrier()
 
     last: dict = {}
     bar = tqdm(
@@ -309,7 +341,7 @@ def train(
             for k, v in {"loss": loss.item(), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
         dist.all_reduce_grads(objective.parameters())
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        grad_norm = dist.clip_grad_norm(params, cfg.grad_clip)
         optimizer.step()
         schedule.step()
         ema_update(ema, model, cfg.ema_decay)
@@ -331,22 +363,16 @@ def train(
             bar.set_postfix(loss=f"{sums['loss']:.4f}", sps=f"{seen / elapsed:.1f}")
         if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
             save(step)
-        if (
-            main
-            and sample_fn is not None
-            and cfg.sample_every
-            and step % cfg.sample_every == 0
-            and step < cfg.steps
-        ):
-            sample_fn(ema, step, run_dir)
+        if sample_fn is not None and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
+            sample(step)
     bar.close()
     done = ckpt.list_checkpoints(ckpt_root)
     if not done or done[-1].name != f"step_{step:07d}":
         path = save(step)
         if main:
             print(f"checkpoint: {path}")
-    if main and sample_fn is not None:
-        sample_fn(ema, step, run_dir)
+    if sample_fn is not None:
+        sample(step)
     if main:
         logger.close()
     return last

@@ -1,4 +1,6 @@
-"""Run by tests/test_dist.py under torchrun (or plainly): a short vanilla run on 16 px blobs."""
+"""Run by tests/test_dist.py under torchrun (or plainly): a short run on 16 px blobs.
+
+args: run_dir objective [resume] [long] [fsdp]"""
 
 import sys
 
@@ -18,6 +20,12 @@ if __name__ == "__main__":
     model = DiT(ModelConfig(size="debug", image_size=16, patch=4, num_classes=4))
     obj = build_objective({"name": objective}, model)
     cfg = TrainConfig(
-        steps=steps, batch_size=16, lr=1e-3, ema_decay=0.9, log_every=1, ckpt_every=20 if steps == 40 else 7
+        steps=steps,
+        batch_size=16,
+        lr=1e-3,
+        ema_decay=0.9,
+        log_every=1,
+        ckpt_every=20 if steps == 40 else 7,
+        parallel="fsdp" if "fsdp" in sys.argv[3:] else "ddp",
     )
     train(model, obj, Blobs(), cfg, run_dir, {"model": {}}, resume=resume)
