@@ -16,6 +16,7 @@ TensorFlow is imported lazily, only while writing or reading.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -224,7 +225,12 @@ class RT1Writer:
         shard_size: int = 64,
         overwrite: bool = False,
         description: str = "",
+        resumable: str | None = None,
     ):
+        """resumable: a recipe (any string naming what is being written). The hidden folder then has a fixed
+        name and a journal of the closed shards, so a writer with the same recipe started after a crash or
+        `kill -9` keeps those shards and `resumed` holds the marker passed with the last episode they hold;
+        a different recipe starts afresh."""
         if shard_size < 1:
             raise DataError(f"shard_size must be >= 1 episodes, got {shard_size}")
         self.final = Path(out_dir) / name / version
@@ -233,17 +239,57 @@ class RT1Writer:
         self._check_free()
         self.tf, _ = _import_tf()
         self.features = rt1_features(self.image_size)
-        self.tmp = self.final.with_name(f".{version}.incomplete-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.recipe = resumable
+        suffix = "incomplete" if resumable else f"incomplete-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tmp = self.final.with_name(f".{version}.{suffix}")
         missing = [p for p in self.tmp.parents if not p.exists()]
         self._created = missing  # the folders abort() removes again (innermost first), if still empty
-        try:
-            self.tmp.mkdir(parents=True)
-        except OSError as e:
-            raise DataError(f"cannot write an RLDS dataset in {out_dir}: {e}") from e
         self.shard_lengths: list[int] = []
         self.episodes = self.steps = 0
+        self.resumed = None
+        if resumable:
+            self._continue()
+        try:
+            self.tmp.mkdir(parents=True, exist_ok=bool(resumable))
+        except OSError as e:
+            raise DataError(f"cannot write an RLDS dataset in {out_dir}: {e}") from e
         self._record_writer = None
         self._t0 = time.perf_counter()
+
+    @property
+    def _journal(self) -> Path:
+        return self.tmp / "journal.json"
+
+    def _continue(self) -> None:
+        """Keep the journaled shards of an interrupted writer with the same recipe; drop everything else."""
+        try:
+            journal = json.loads(self._journal.read_text())
+        except (OSError, ValueError):
+            journal = None
+        if journal is None or journal.get("recipe") != self.recipe:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        self.shard_lengths = list(journal["shard_lengths"])
+        self.episodes, self.steps, self.resumed = journal["episodes"], journal["steps"], journal["marker"]
+        keep = {self._shard_path(i).name for i in range(len(self.shard_lengths))} | {self._journal.name}
+        for file in self.tmp.iterdir():
+            if file.name not in keep:  # a shard being written at the kill
+                file.unlink()
+
+    def _write_journal(self, marker) -> None:
+        state = {
+            "recipe": self.recipe,
+            "shard_lengths": self.shard_lengths,
+            "episodes": self.episodes,
+            "steps": self.steps,
+            "marker": marker,
+        }
+        tmp = self._journal.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self._journal)
 
     def _check_free(self) -> None:
         if self.final.exists() and not self.overwrite:
@@ -255,7 +301,9 @@ class RT1Writer:
         suffix = f"{index:05d}" if count is None else f"{index:05d}-of-{count:05d}"
         return self.tmp / f"{self.name}-train.tfrecord-{suffix}"
 
-    def add(self, episode: Episode | Mapping) -> None:
+    def add(self, episode: Episode | Mapping, marker=None) -> None:
+        """Append one episode. `marker` (JSON-serialisable) says how far the caller had got; with `resumable`
+        it is journaled whenever a shard is complete and comes back as `resumed` after a restart."""
         steps = validate_episode(episode, self.episodes, self.image_size)
         record = self.features.serialize_example({"steps": steps})
         if self._record_writer is None or self.shard_lengths[-1] == self.shard_size:
@@ -266,15 +314,24 @@ class RT1Writer:
         self.shard_lengths[-1] += 1
         self.episodes += 1
         self.steps += len(steps["reward"])
+        if self.recipe and self.shard_lengths[-1] == self.shard_size:
+            self._close_shard()
+            self._write_journal(marker)
 
     def _close_shard(self) -> None:
         if self._record_writer is not None:
             self._record_writer.close()
             self._record_writer = None
+            if self.recipe:
+                with open(self._shard_path(len(self.shard_lengths) - 1), "rb") as f:
+                    os.fsync(f.fileno())
 
     def abort(self) -> None:
-        """Remove everything this writer created; an existing dataset at the destination is untouched."""
+        """Remove everything this writer created; an existing dataset at the destination is untouched.
+        A resumable writer keeps its journaled shards for the next run with the same recipe."""
         self._close_shard()
+        if self.recipe and self._journal.exists():
+            return
         shutil.rmtree(self.tmp, ignore_errors=True)
         for folder in self._created:
             try:
@@ -296,6 +353,7 @@ class RT1Writer:
             self.abort()
             raise DataError(f"no episodes to write to {self.final}")
         count = len(self.shard_lengths)
+        self._journal.unlink(missing_ok=True)
         for i in range(count):
             self._shard_path(i).rename(self._shard_path(i, count))
         num_bytes = sum(self._shard_path(i, count).stat().st_size for i in range(count))

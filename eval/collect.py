@@ -1,4 +1,4 @@
-"""python eval/collect.py task=<task or group>[,<task>...] episodes=N out=<dir> [seed=0] [image_size=256x320]
+"""python eval/collect.py task=<task or group>|'<task>,<task>,...' episodes=N out=<dir> [seed=0] [image_size=256x320]
                          [shard_size=64] [overwrite=false] [+env.<key>=<value> ...]
 
 Runs the CPU suite's scripted experts under SIMPLER's loop (DESIGN.md §4: a terminate flag in a non-final
@@ -6,10 +6,14 @@ subtask advances to the next one and the step is still executed; the episode end
 subtask or at truncation; success is judged at the last step) and writes the successful episodes as an
 RT-1-schema RLDS dataset, `out/fractal20220817_data/0.1.0/` (envs/rlds_writer.py). `episodes` is the number
 of attempts per task, with seeds seed, seed + 1, ...; failed attempts are dropped and counted.
+
+Interrupted (crash, Ctrl-C, `kill -9`), the same command continues: every completed shard is journaled with
+the attempt it reached, and the rerun skips those attempts (they are deterministic in the seed).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +27,7 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from envs.rlds_writer import Episode, episode_from_rollout, write_rt1_dataset  # noqa: E402
+from envs.rlds_writer import Episode, RT1Writer, episode_from_rollout  # noqa: E402
 from worldflow.config import entry_point, typed  # noqa: E402
 from worldflow.errors import ConfigError, EnvError  # noqa: E402
 
@@ -78,19 +82,29 @@ def rollout(env, expert, seed: int) -> tuple[Episode, bool]:
     return episode, success
 
 
-def successful_episodes(cfg: CollectConfig, tasks: list[str], counts: Counter) -> Iterator[Episode]:
-    """Yield the successful rollouts one at a time (the writer streams them), counting per task."""
+def successful_episodes(
+    cfg: CollectConfig, tasks: list[str], counts: Counter, after: list[int] | None = None
+) -> Iterator[tuple[Episode, list[int]]]:
+    """Yield (episode, [task index, attempt]) for the successful rollouts one at a time (the writer streams
+    them), counting per task; attempts up to and including `after` are skipped (already written)."""
     from tqdm import tqdm
 
     import envs
     from envs.experts import make_expert
 
     size = parse_image_size(cfg.image_size)
-    bar = tqdm(total=len(tasks) * cfg.episodes, desc="collecting", unit="ep", disable=not cfg.progress)
-    for task in tasks:
+    done = 0 if after is None else after[0] * cfg.episodes + after[1] + 1
+    bar = tqdm(
+        total=len(tasks) * cfg.episodes, initial=done, desc="collecting", unit="ep", disable=not cfg.progress
+    )
+    for ti, task in enumerate(tasks):
+        if (ti + 1) * cfg.episodes <= done:
+            continue
         env = envs.make(task, image_size=size, **cfg.env)
         expert = make_expert(env)
         for i in range(cfg.episodes):
+            if ti * cfg.episodes + i < done:
+                continue
             episode, success = rollout(env, expert, cfg.seed + i)
             counts[(task, success)] += 1
             bar.update()
@@ -99,7 +113,7 @@ def successful_episodes(cfg: CollectConfig, tasks: list[str], counts: Counter) -
                 failed=sum(v for (_, ok), v in counts.items() if not ok),
             )
             if success:
-                yield episode
+                yield episode, [ti, i]
         env.close()
     bar.close()
 
@@ -121,17 +135,37 @@ def collect(cfg: CollectConfig) -> Path:
     warm.reset(seed=cfg.seed)
     counts: Counter = Counter()
     about = f"CPU-suite scripted experts (eval/collect.py): tasks {tasks}, {cfg.episodes} attempts each from seed {cfg.seed}; successes only."
-    path = write_rt1_dataset(
-        successful_episodes(cfg, tasks, counts), cfg.out, image_size=parse_image_size(cfg.image_size),
-        shard_size=cfg.shard_size, overwrite=cfg.overwrite, description=about, progress=False,
+    recipe = json.dumps(
+        {"about": about, "image_size": cfg.image_size, "shard_size": cfg.shard_size, "env": dict(cfg.env)},
+        sort_keys=True,
+    )
+    writer = RT1Writer(
+        cfg.out, image_size=parse_image_size(cfg.image_size), shard_size=cfg.shard_size,
+        overwrite=cfg.overwrite, description=about, resumable=recipe,
     )  # fmt: skip
+    if writer.resumed is not None:
+        print(f"continuing an interrupted collection: {writer.episodes} episodes already written")
+    try:
+        for episode, marker in successful_episodes(cfg, tasks, counts, writer.resumed):
+            writer.add(episode, marker)
+        path = writer.finish()
+    except BaseException:
+        writer.abort()  # keeps the journaled shards for the next run
+        raise
     warm.close()
+    s_ = writer.stats
+    print(f"wrote {s_['episodes']} episodes, {s_['steps']} steps, {s_['bytes'] / 2**20:.1f} MiB to {path}")
     print(f"{'task':50s} kept failed")
     for task in tasks:
         print(f"{task:50s} {counts[(task, True)]:4d} {counts[(task, False)]:6d}")
     failed = sum(v for (_, ok), v in counts.items() if not ok)
     print(
         f"kept {sum(counts.values()) - failed} of {sum(counts.values())} episodes ({failed} failed) -> {path}"
+        + (
+            " (this run's attempts only; the rest were written before the interruption)"
+            if writer.resumed
+            else ""
+        )
     )
     return path
 
@@ -139,8 +173,6 @@ def collect(cfg: CollectConfig) -> Path:
 def ensure_embedded_dataset(root: str | Path, tasks: list[str], episodes_per_task: int, seed: int) -> Path:
     """The embedded default RT-1-schema dataset (DESIGN.md §3): written once from the CPU suite's scripted
     experts, reused while its recipe (tasks, episodes, seed) is unchanged. Returns the dataset root."""
-    import json
-
     root = Path(root)
     recipe = {"tasks": list(tasks), "episodes_per_task": episodes_per_task, "seed": seed}
     stamp = root / "embedded.json"

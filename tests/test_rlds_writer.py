@@ -13,6 +13,7 @@ from envs.rlds_writer import (
     CONTINUE,
     TERMINATE,
     Episode,
+    RT1Writer,
     episode_from_rollout,
     read_rt1_episodes,
     validate_episode,
@@ -366,3 +367,28 @@ def test_collect_keeps_successes_under_simplers_loop(tmp_path, monkeypatch, caps
         np.testing.assert_array_equal(ep["action"]["terminate_episode"][:, 0], [0, 1, 0, 1])
         np.testing.assert_allclose(ep["action"]["world_vector"][:, 0], [0, 0.01, 0.02, 0.03])
         np.testing.assert_array_equal(ep["reward"], [0, 0, 0, 1])
+
+
+def test_resumable_writer_keeps_journaled_shards_after_a_crash(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    eps = [rollout(3, i, "pick coke can") for i in range(5)]
+    w = RT1Writer(tmp_path, shard_size=2, resumable="recipe A")
+    for i, ep in enumerate(eps[:3]):
+        w.add(ep, marker=i)
+    w._record_writer.flush()  # the third episode is in an open shard when the process dies (no finish)
+    del w
+    again = RT1Writer(tmp_path, shard_size=2, resumable="recipe A")
+    assert (again.resumed, again.episodes, again.shard_lengths) == (1, 2, [2])  # the closed shard only
+    for i in range(again.resumed + 1, 5):
+        again.add(eps[i], marker=i)
+    path = again.finish()
+    read = list(read_rt1_episodes(path))
+    assert len(read) == 5 and not (path / "journal.json").exists()
+    for ep, back in zip(eps, read):
+        np.testing.assert_allclose(back["action"]["world_vector"], ep.world_vector, atol=1e-6)
+    # another recipe never continues someone else's shards
+    w = RT1Writer(tmp_path / "b", shard_size=1, resumable="recipe A")
+    w.add(eps[0], marker=0)
+    del w
+    fresh = RT1Writer(tmp_path / "b", shard_size=1, resumable="recipe B")
+    assert (fresh.resumed, fresh.episodes) == (None, 0) and list(fresh.tmp.iterdir()) == []
