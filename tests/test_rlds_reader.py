@@ -76,3 +76,22 @@ def test_no_dataset_folder(tmp_path):
     with pytest.raises(DataError, match="no RLDS dataset at"):
         dataset_dir(RobotDataConfig(root=str(tmp_path)))
     assert dataclasses.asdict(RobotDataConfig())["gripper"] == "relative"
+
+
+def test_nan_actions_in_a_dataset_name_the_episode_and_leave_no_cache(tmp_path, monkeypatch):
+    """A dataset written by someone else's tool can hold NaN actions (ours refuses to write them)."""
+    import envs.rlds_writer as writer
+
+    eps = tiny_episodes()
+    eps[1].world_vector[2, 0] = np.nan
+    real = writer._array  # bypass only the writer's own checks of world_vector
+
+    def lenient(value, name, where, shape, want):
+        arr = np.asarray(value)
+        return arr if name == "world_vector" else real(value, name, where, shape, want)
+
+    monkeypatch.setattr(writer, "_array", lenient)
+    writer.write_rt1_dataset(eps, tmp_path / "rt1", progress=False)
+    with pytest.raises(DataError, match=r"episode 1.*NaN"):
+        open_cache(RobotDataConfig(root=str(tmp_path / "rt1")), 16, tmp_path / "cache", progress=False)
+    assert not any((tmp_path / "cache").glob("*/meta.json"))
