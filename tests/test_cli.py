@@ -40,6 +40,7 @@ TINY = [
             "/nonexistent/enc.safetensors",
         ),
         (["train.precision=fp16"], "train.precision"),
+        (["train.parallel=zero3"], "train.parallel"),
         (["init_from=/nonexistent/run"], "/nonexistent/run"),
     ],
 )

@@ -67,6 +67,7 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
         *common,
         f"run_dir={tmp_path / 'ft'}",
         f"init_from={tmp_path / 'pre'}",
+        "model.isolate_fixed=true",  # the cached policy path, end to end
         cwd=tmp_path,
     )
     assert ok.returncode == 0, ok.stderr[-3000:]
@@ -88,7 +89,7 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
 
     wm = from_checkpoint(tmp_path / "ft")
     assert wm.robot["name"] == "rt1" and wm.worldmodel.action_horizon == 8 and wm.model.cfg.cond_dim == 512
-    assert len(wm.stats.q01) == 7
+    assert len(wm.stats.q01) == 7 and wm.model.cfg.isolate_fixed  # recorded in the checkpoint
     from worldflow.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="not a fine-tuned world model"):
