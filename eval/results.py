@@ -32,8 +32,15 @@ class EpisodeLog:
 
     def append(self, row: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        # a kill mid-write can leave a last line without its newline: start a new line, or this row would
+        # be glued to the broken one and lost
+        broken = False
+        if self.path.is_file() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                broken = f.read(1) != b"\n"
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(("\n" if broken else "") + json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
 

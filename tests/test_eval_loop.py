@@ -183,3 +183,17 @@ def test_task_expansion():
     ]
     with pytest.raises(EnvError, match="unknown task 'cokee'.*did you mean"):
         expand_tasks(["cokee"], ["coke"], groups)
+
+
+def test_episode_log_survives_a_line_cut_by_a_kill(tmp_path):
+    from eval.results import EpisodeLog
+
+    log = EpisodeLog(tmp_path)
+    log.append({"task": "coke", "seed": 0, "success": True})
+    with open(log.path, "a") as f:
+        f.write('{"task": "coke", "seed": 1, "succ')  # killed mid-write: no newline
+    assert log.finished() == {("coke", 0)}  # the cut episode runs again
+    log.append({"task": "coke", "seed": 1, "success": False})
+    log.append({"task": "coke", "seed": 2, "success": False})
+    assert log.finished() == {("coke", 0), ("coke", 1), ("coke", 2)}
+    assert len(log.rows()) == 3
