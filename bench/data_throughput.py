@@ -54,18 +54,7 @@ def loader_rate(ds, batch: int, workers: int, batches: int = 40) -> float:
 def train_rate(ds, size: str, image: int, patch: int, batch: int, steps: int = 3) -> float:
     wm = WorldModelConfig()
     torch.manual_seed(0)
-    model = DiT(
-        ModelConfig(
-            size=size,
-            image_size=image,
-            patch=patch,
-            frames=6,
-            tubelet=2,
-            cond_dim=512,
-            action_dim=7,
-            action_horizon=8,
-        )
-    )
+    model = DiT(wm.model_config(ModelConfig(size=size, patch=patch, tubelet=2), image, cond_dim=512))
     teacher = DiT(model.cfg).requires_grad_(False)
     obj = WorldModelObjective(wm, build_objective({"name": "selfflow"}, model))
     opt = torch.optim.AdamW([*model.parameters(), *obj.parameters()], lr=1e-4)

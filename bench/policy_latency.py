@@ -26,19 +26,8 @@ from worldflow.worldmodel.modes import WorldModelConfig
 def bundle(size: str, image: int, patch: int, isolate_fixed: bool) -> WorldModel:
     wm = WorldModelConfig()
     torch.manual_seed(0)
-    model = DiT(
-        ModelConfig(
-            size=size,
-            image_size=image,
-            patch=patch,
-            frames=wm.context + wm.horizon,
-            tubelet=2,
-            cond_dim=512,
-            action_dim=7,
-            action_horizon=wm.action_horizon,
-            isolate_fixed=isolate_fixed,
-        )
-    ).eval()
+    base = ModelConfig(size=size, patch=patch, tubelet=2, isolate_fixed=isolate_fixed)
+    model = DiT(wm.model_config(base, image, cond_dim=512)).eval()
     stats = ActionStats.compute(np.random.default_rng(0).normal(0, 0.02, (100, 7)))
     return WorldModel(model, {"name": "rt1"}, stats, wm, {})
 

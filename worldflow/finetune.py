@@ -69,16 +69,7 @@ def run(cfg: FinetuneConfig, raw: dict) -> dict:
     train_eps, val_eps = split_episodes(len(cache), cfg.val_episodes)
     wm = cfg.worldmodel
     dataset = WindowDataset(cache, wm.context, wm.horizon, wm.action_horizon, train_eps)
-    model_cfg = dataclasses.replace(
-        cfg.model,
-        channels=3,
-        image_size=cfg.image_size,
-        frames=wm.context + wm.horizon,
-        num_classes=0,
-        cond_dim=cache.embeddings.shape[1],
-        action_dim=7,
-        action_horizon=wm.action_horizon,
-    )
+    model_cfg = wm.model_config(cfg.model, cfg.image_size, cache.embeddings.shape[1])
     model = DiT(model_cfg)
     objective = WorldModelObjective(wm, build_objective(cfg.objective, model))
     n_params = sum(p.numel() for p in model.parameters())

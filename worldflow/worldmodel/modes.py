@@ -15,12 +15,13 @@ Self-Flow) then trains every mode. In the joint mode frames and actions share th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
 from worldflow.errors import ConfigError
+from worldflow.model.dit import ModelConfig
 
 MODES = ("policy", "forward", "inverse", "joint", "video")
 # (future frames, actions): "clean" | "noised" | "absent"
@@ -51,6 +52,20 @@ class WorldModelConfig:
             )
         if sum(self.mode_weights.values()) <= 0:
             raise ConfigError("worldmodel.mode_weights must have a positive weight")
+
+    def model_config(self, base: ModelConfig, image_size: int, cond_dim: int) -> ModelConfig:
+        """`base` (size, patch, tubelet, options) with the world model's token groups filled in (§2): RGB
+        frames (context + horizon), an instruction vector of `cond_dim`, `action_horizon` 7-d action tokens."""
+        return replace(
+            base,
+            channels=3,
+            image_size=image_size,
+            frames=self.context + self.horizon,
+            num_classes=0,
+            cond_dim=cond_dim,
+            action_dim=7,
+            action_horizon=self.action_horizon,
+        )
 
 
 def frame_of_token(model) -> torch.Tensor:
