@@ -339,6 +339,10 @@ class RT1Writer:
             except OSError:
                 break
 
+    def report(self, path: Path) -> str:
+        s = self.stats
+        return f"wrote {s['episodes']} episodes, {s['steps']} steps, {s['bytes'] / 2**20:.1f} MiB in {s['seconds']:.1f} s to {path}"
+
     @property
     def stats(self) -> dict:
         size = sum(p.stat().st_size for p in (self.final if self.final.is_dir() else self.tmp).iterdir())
@@ -413,10 +417,7 @@ def write_rt1_dataset(
     except BaseException:
         writer.abort()
         raise
-    s = writer.stats
-    print(
-        f"wrote {s['episodes']} episodes, {s['steps']} steps, {s['bytes'] / 2**20:.1f} MiB in {s['seconds']:.1f} s to {path}"
-    )
+    print(writer.report(path))
     return path
 
 

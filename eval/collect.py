@@ -153,8 +153,7 @@ def collect(cfg: CollectConfig) -> Path:
         writer.abort()  # keeps the journaled shards for the next run
         raise
     warm.close()
-    s_ = writer.stats
-    print(f"wrote {s_['episodes']} episodes, {s_['steps']} steps, {s_['bytes'] / 2**20:.1f} MiB to {path}")
+    print(writer.report(path))
     print(f"{'task':50s} kept failed")
     for task in tasks:
         print(f"{task:50s} {counts[(task, True)]:4d} {counts[(task, False)]:6d}")

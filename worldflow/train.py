@@ -240,7 +240,7 @@ def train(
         )
         print(f"init_from {loaded['dir']}: loaded EMA weights; newly initialised: {allowed or 'none'}")
     ema = copy.deepcopy(model).requires_grad_(False).eval()  # exact copy at step 0
-    loaded = _load_resume(run_dir, model, objective, ema) if resume else None
+    resumed = _load_resume(run_dir, model, objective, ema) if resume else None
     sharded = world_size > 1 and cfg.parallel == "fsdp"
     forward = model
     sample_model = ema
@@ -267,7 +267,7 @@ def train(
     )
     params = [p for g in optimizer.param_groups for p in g["params"]]
     logger = (logger or MetricLogger(run_dir)) if main else None
-    step = _restore_state(loaded, run_dir, optimizer, schedule, params, logger) if loaded else 0
+    step = _restore_state(resumed, run_dir, optimizer, schedule, params, logger) if resumed else 0
 
     micro = cfg.batch_size // (cfg.grad_accum * world_size)
     batches = EpochBatches(
@@ -287,10 +287,9 @@ def train(
 
     def save(at: int) -> Path | None:
         # full tensors whatever the engine (gathering FSDP2 shards is a collective: every rank takes part)
-        model_state = dist.full(model.state_dict()) if sharded or main else None
-        ema_state = dist.full(ema.state_dict()) if sharded or main else None
-        optim_state = dist.full(optimizer.state_dict()) if sharded or main else None
         path = None
+        if sharded or main:
+            model_state, ema_state, optim_state = (dist.full(m.state_dict()) for m in (model, ema, optimizer))
         if main:
             model_state.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
             state = {
