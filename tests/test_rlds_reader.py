@@ -26,16 +26,32 @@ def test_reads_rt1_schema_into_standardised_cache(dataset, tmp_path):
     cfg = RobotDataConfig(root=str(dataset))
     cache = open_cache(cfg, 16, tmp_path / "cache", progress=False)
     eps = tiny_episodes()
-    assert len(cache) == 3 and cache.frames.shape == (12, 16, 16, 3)
-    for e, ep in enumerate(eps):
-        got = cache.episode(e)
-        np.testing.assert_allclose(got["actions"][:, :3], ep.world_vector, atol=1e-6)
-        np.testing.assert_allclose(got["actions"][:, 3:6], ep.rotation_delta, atol=1e-6)
-        expected_grip = rel2abs_gripper(ep.gripper_closedness_action[:, 0])
-        np.testing.assert_array_equal(got["actions"][:, 6], expected_grip)  # relative -> absolute
-        assert got["terminate"].tolist() == (ep.terminate_episode[:, 0] == 1).tolist()
-        assert got["proprio"].shape == (len(ep.world_vector), 8)
-    assert cache.meta["instructions"][2] == "open top drawer"
+    # the two-stage episode becomes one cache episode per instruction: 3 + 4 + (2 + 3) steps
+    assert len(cache) == 4 and cache.frames.shape == (12, 16, 16, 3)
+    assert cache.meta["instructions"] == [
+        "pick coke can",
+        "move blue plastic bottle near pepsi can",
+        "open top drawer",
+        "place apple into top drawer",
+    ]
+    assert cache.episodes.tolist() == [[0, 3], [3, 4], [7, 2], [9, 3]]
+    got = [cache.episode(e) for e in range(4)]
+    got = [
+        got[0],
+        got[1],
+        {k: np.concatenate([got[2][k], got[3][k]]) for k in ("actions", "terminate", "proprio")},
+    ]
+    for ep, g in zip(eps, got):
+        np.testing.assert_allclose(g["actions"][:, :3], ep.world_vector, atol=1e-6)
+        np.testing.assert_allclose(g["actions"][:, 3:6], ep.rotation_delta, atol=1e-6)
+        expected_grip = rel2abs_gripper(ep.gripper_closedness_action[:, 0])  # over the whole episode
+        np.testing.assert_array_equal(g["actions"][:, 6], expected_grip)  # relative -> absolute
+        assert g["terminate"].tolist() == (ep.terminate_episode[:, 0] == 1).tolist()
+        assert g["proprio"].shape == (len(ep.world_vector), 8)
+    assert cache.episode(2)["terminate"].tolist() == [False, True]  # the first stage ends on its terminate
+    assert not np.array_equal(cache.embeddings[2], cache.embeddings[3])  # each stage its own instruction
+    # proprioception statistics for the world model's condition, stored beside the action statistics
+    assert len(cache.proprio_stats.q01) == 8 and cache.meta["proprio_stats"]["mask"] == [True] * 8
     # frames: 256x320 JPEG gradients area-resized to 16x16 keep the mean brightness
     assert abs(float(cache.frames[0].mean()) - float(eps[0].image[0].mean())) < 3
     again = open_cache(cfg, 16, tmp_path / "cache", progress=False)  # cached: same folder, no rebuild

@@ -20,6 +20,13 @@ from worldflow.data.actions import ActionStats
 from worldflow.errors import DataError
 
 
+def proprio_statistics(proprio: np.ndarray) -> ActionStats | None:
+    """BOUNDS_Q99 statistics of the proprioception, every dimension normalised (None: no proprioception)."""
+    if proprio.ndim != 2 or proprio.shape[1] == 0 or len(proprio) == 0:
+        return None
+    return ActionStats.compute(proprio, mask=[True] * proprio.shape[1])
+
+
 class CacheWriter:
     def __init__(self, out_dir: str | Path, image_size: int, meta: dict):
         self.out = Path(out_dir)
@@ -68,9 +75,11 @@ class CacheWriter:
             raise DataError(f"no episodes were written to the cache {self.out}")
         actions = np.concatenate(self.actions)
         stats = ActionStats.compute(actions)
+        proprio = np.concatenate(self.proprio)
+        proprio_stats = proprio_statistics(proprio)
         np.save(self.tmp / "actions.npy", actions)
         np.save(self.tmp / "terminate.npy", np.concatenate(self.terminate))
-        np.save(self.tmp / "proprio.npy", np.concatenate(self.proprio))
+        np.save(self.tmp / "proprio.npy", proprio)
         np.save(self.tmp / "episodes.npy", np.asarray(self.episodes, dtype=np.int64))
         np.save(self.tmp / "embeddings.npy", np.stack(self.embeddings))
         meta = {
@@ -80,6 +89,7 @@ class CacheWriter:
             "episodes": len(self.episodes),
             "instructions": self.instructions,
             "action_stats": stats.to_dict(),
+            "proprio_stats": proprio_stats.to_dict() if proprio_stats else None,
         }
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if self.out.exists():
@@ -106,6 +116,8 @@ class EpisodeCache:
         self.episodes = np.load(self.path / "episodes.npy")
         self.embeddings = np.load(self.path / "embeddings.npy")
         self.stats = ActionStats.from_dict(self.meta["action_stats"])
+        ps = self.meta.get("proprio_stats")
+        self.proprio_stats = ActionStats.from_dict(ps) if ps else proprio_statistics(self.proprio)
 
     def __len__(self) -> int:
         return len(self.episodes)

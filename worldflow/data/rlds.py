@@ -65,11 +65,18 @@ def _read_text(path: str) -> str:
     return Path(path).read_text()
 
 
+CACHE_FORMAT = 2  # 2: one cache episode per instruction segment; proprioception statistics
+
+
 def source_hash(cfg: RobotDataConfig, image_size: int) -> str:
     """Cache version: the dataset's own metadata plus everything that changes the cached arrays."""
     d = dataset_dir(cfg)
     h = hashlib.sha256(_read_text(f"{d}/dataset_info.json").encode())
-    h.update(json.dumps({**asdict(cfg), "root": None, "image_size": image_size}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {**asdict(cfg), "root": None, "image_size": image_size, "format": CACHE_FORMAT}, sort_keys=True
+        ).encode()
+    )
     return h.hexdigest()[:16]
 
 
@@ -135,6 +142,17 @@ def standardize(cfg: RobotDataConfig, steps: dict, where: str) -> dict:
     return {"actions": actions, "terminate": terminate, "proprio": proprio}
 
 
+def instruction_segments(texts: list[str]) -> list[tuple[int, int]]:
+    """[start, end) step ranges with one instruction each. A multi-stage episode (SIMPLER's drawer + apple:
+    "open top drawer" then "place apple into top drawer") becomes one cache episode per instruction, as the
+    policy sees it: SIMPLER's loop resets the policy when the instruction changes."""
+    if not texts:
+        return [(0, 0)]
+    cuts = [i for i in range(1, len(texts)) if texts[i] != texts[i - 1]]
+    bounds = [0, *cuts, len(texts)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def convert(cfg: RobotDataConfig, image_size: int, out_dir: str | Path, progress: bool = True) -> Path:
     """Read the RLDS dataset once with tfds and write the episode cache (atomically)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -169,15 +187,22 @@ def convert(cfg: RobotDataConfig, image_size: int, out_dir: str | Path, progress
                 lambda x: x.numpy(), {"observation": dict(obs), "action": dict(steps["action"])}
             )
             std = standardize(cfg, arrays, where)
-            texts = arrays["observation"][cfg.instruction_key]
-            instruction = texts[0].decode() if len(texts) else ""
-            if cfg.embedding_key:
-                embedding = arrays["observation"][cfg.embedding_key][0]
-            else:
-                from envs.language import language_embedding
+            texts = [t.decode() for t in arrays["observation"][cfg.instruction_key]]
+            for a, b in instruction_segments(texts):
+                if cfg.embedding_key:
+                    embedding = arrays["observation"][cfg.embedding_key][a]
+                else:
+                    from envs.language import language_embedding
 
-                embedding = language_embedding(instruction)
-            writer.add(frames, std["actions"], std["terminate"], std["proprio"], instruction, embedding)
+                    embedding = language_embedding(texts[a])
+                writer.add(
+                    frames[a:b],
+                    std["actions"][a:b],
+                    std["terminate"][a:b],
+                    std["proprio"][a:b],
+                    texts[a],
+                    embedding,
+                )
     except tf.errors.OpError as e:
         writer.abort()
         raise DataError(
