@@ -49,9 +49,16 @@ def policy_factory(cfg: PolicyConfig, robot: str, suite: str) -> Callable:
                 raise CheckpointError(
                     f"checkpoint {cfg.checkpoint} was trained for robot {wm.robot.get('name')!r}, not robot={robot!r}"
                 )
-            if wm.model.cfg.action_dim != 7:
+            # the terminate channel is not sent to the env
+            env_dim = wm.model.cfg.action_dim - int(wm.worldmodel.terminate)
+            if env_dim != 7:
                 raise CheckpointError(
-                    f"checkpoint {cfg.checkpoint} predicts {wm.model.cfg.action_dim}-d actions; the env takes 7"
+                    f"checkpoint {cfg.checkpoint} predicts {env_dim}-d actions; the env takes 7"
+                )
+            if wm.worldmodel.proprio and suite == "simpler":
+                raise ConfigError(
+                    f"checkpoint {cfg.checkpoint} conditions on proprioception (worldmodel.proprio=true); the "
+                    "SimplerEnv worker does not send it yet: fine-tune with worldmodel.proprio=false for suite=simpler"
                 )
         if cfg.name == "replay":
             from policies.baselines import ReplayPolicy

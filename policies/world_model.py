@@ -72,7 +72,7 @@ class WorldModelPolicy:
 
     def reset(self, instruction: str, seed: int) -> None:
         self.history: list[torch.Tensor] = []
-        self.cond = torch.from_numpy(embed_instruction(instruction)).float()[None].to(self.device)
+        self.instruction = torch.from_numpy(embed_instruction(instruction)).float()[None].to(self.device)
         self.gripper_open = 1.0  # the env starts with the gripper open
         self.seed = seed
         self.calls = 0
@@ -83,6 +83,7 @@ class WorldModelPolicy:
         # before the episode's first frame the context repeats it, as the training windows do
         self.history = self.history[1:] + [frame] if self.history else [frame] * self.context
         ctx = torch.stack(self.history)[None]  # (1, C, 3, S, S)
+        self.cond = self.condition(obs)
         n = self.plan.samples
         seed = self.seed * 100_003 + self.calls
         self.calls += 1
@@ -96,11 +97,34 @@ class WorldModelPolicy:
         )["actions"]
         best = self.choose(ctx, chunks, seed) if n > 1 else 0
         normed = chunks[best].cpu().numpy()[: self.stride]
-        actions = self.wm.stats.denormalize(normed)
+        actions = self.wm.stats.denormalize(normed[:, :7])
         absolute = actions[:, 6].copy()
         actions[:, 6] = absolute_to_relative_rt1(absolute, self.gripper_open)
         self.gripper_open = float(absolute[-1] > 0.5)
-        return ActionChunk(actions, np.zeros(len(actions), bool))
+        terminate = np.zeros(len(actions), bool)
+        if self.wm.worldmodel.terminate:  # the terminate channel: the first positive step ends the chunk
+            hits = np.flatnonzero(normed[:, 7] > 0)
+            if len(hits):
+                actions, absolute = actions[: hits[0] + 1], absolute[: hits[0] + 1]
+                self.gripper_open = float(absolute[-1] > 0.5)
+                terminate = np.zeros(len(actions), bool)
+                terminate[-1] = True
+        return ActionChunk(actions, terminate)
+
+    def condition(self, obs: dict) -> torch.Tensor:
+        """(1, cond_dim): the instruction embedding, then the standardised proprioception if trained with it."""
+        if not self.wm.worldmodel.proprio:
+            return self.instruction
+        proprio = np.asarray(obs.get("proprio", np.zeros(0)), np.float32).reshape(-1)
+        stats = self.wm.proprio_stats
+        if stats is None or proprio.shape != (len(stats.q01),):
+            want = len(stats.q01) if stats else "?"
+            raise ConfigError(
+                f"this checkpoint conditions on proprioception ({want} numbers, worldmodel.proprio=true) but "
+                f"the env sent {proprio.shape[0]}"
+            )
+        p = torch.from_numpy(stats.normalize(proprio)).float()[None].to(self.device)
+        return torch.cat([self.instruction, p], dim=1)
 
     def choose(self, ctx: torch.Tensor, chunks: torch.Tensor, seed: int) -> int:
         n = len(chunks)

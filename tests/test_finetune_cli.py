@@ -88,7 +88,10 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     from worldflow.worldmodel.bundle import from_checkpoint
 
     wm = from_checkpoint(tmp_path / "ft")
-    assert wm.robot["name"] == "rt1" and wm.worldmodel.action_horizon == 8 and wm.model.cfg.cond_dim == 512
+    assert wm.robot["name"] == "rt1" and wm.worldmodel.action_horizon == 8
+    # the condition is instruction (512) ‖ proprioception (xyz, quaternion, gripper); actions carry terminate
+    assert wm.model.cfg.cond_dim == 512 + 8 and wm.model.cfg.action_dim == 8
+    assert wm.proprio_stats is not None and len(wm.proprio_stats.q01) == 8
     assert len(wm.stats.q01) == 7 and wm.model.cfg.isolate_fixed  # recorded in the checkpoint
     from worldflow.errors import CheckpointError
 
@@ -102,5 +105,12 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     make = policy_factory(PolicyConfig(checkpoint=str(tmp_path / "ft"), steps=2), robot="rt1", suite="cpu")
     policy = make(None)
     policy.reset("open top drawer", 0)
-    chunk = policy.act({"image": np.zeros((256, 320, 3), np.uint8)})
-    assert chunk.actions.shape == (4, 7) and set(np.unique(chunk.actions[:, 6])) <= {-1.0, 0.0, 1.0}
+    from worldflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="conditions on proprioception .* the env sent 0"):
+        policy.act({"image": np.zeros((256, 320, 3), np.uint8)})
+    chunk = policy.act({"image": np.zeros((256, 320, 3), np.uint8), "proprio": np.zeros(8, np.float32)})
+    assert chunk.actions.shape[1] == 7 and 1 <= len(chunk.actions) <= 4
+    assert set(np.unique(chunk.actions[:, 6])) <= {-1.0, 0.0, 1.0}
+    # a terminate flag can only end the chunk: the actions after it are dropped
+    assert not chunk.terminate[:-1].any() and (chunk.terminate.any() or len(chunk.actions) == 4)

@@ -204,3 +204,42 @@ def test_kv_cache_equals_full_forward(mode):
     plain = randomize_zero_init(wm_model()).eval()
     with pytest.raises(ConfigError, match="isolate_fixed"):
         predict(plain, ctx, cond, mode, steps=2, kv_cache=True, **kw)
+
+
+def test_windows_carry_proprioception_and_terminate(tmp_path):
+    w = CacheWriter(tmp_path / "c", 8, {"source": "test"})
+    for e, t in enumerate((5, 3)):
+        proprio = np.zeros((t, 8), np.float32)
+        proprio[:, 2] = np.linspace(0.5, 1.0, t) + e  # a height that changes every step
+        terminate = np.arange(t) == t - 1
+        w.add(np.zeros((t, 8, 8, 3), np.uint8), np.zeros((t, 7)), terminate, proprio, "x", np.full(512, e))
+    cache = EpisodeCache(w.finish())
+    ds = WindowDataset(cache, context=2, horizon=3, action_horizon=4, proprio=True, terminate=True)
+    item = ds[2]  # episode 0, t = 2: actions of steps 2, 3, 4, then one padded step
+    assert item["actions"].shape == (4, 8) and item["cond"].shape == (512 + 8,)
+    assert item["actions"][:, 7].tolist() == [-1.0, -1.0, 1.0, -1.0]  # +1 on the step that ends the task
+    z = cache.proprio_stats.normalize(cache.proprio[2])
+    np.testing.assert_allclose(item["cond"][512:].numpy(), z, atol=1e-6)
+    assert item["cond"][512 + 2] != ds[3]["cond"][512 + 2]  # the current step's proprioception
+    assert torch.equal(item["cond"][:512], torch.zeros(512))
+    plain = WindowDataset(cache, context=2, horizon=3, action_horizon=4)
+    assert plain[2]["actions"].shape == (4, 7) and plain[2]["cond"].shape == (512,)
+    # classifier-free-guidance dropout zeroes the instruction only, never the proprioception
+    seen = {}
+
+    class Capture(torch.nn.Module):
+        def forward(self, model, teacher, batch):
+            seen.update(batch)
+            return torch.zeros(()), {}
+
+    wm_cfg = WorldModelConfig(proprio=True, terminate=True, cond_dropout=1.0)
+    m = wm_model(cond_dim=520, action_dim=8)
+    batch = collate([ds[i] for i in range(4)])
+    batch["cond"][:, :512] = 1.0
+    WorldModelObjective(wm_cfg, Capture(), proprio_dim=8)(m, m, batch)
+    assert torch.equal(seen["cond"][:, :512], torch.zeros(4, 512))
+    assert torch.equal(seen["cond"][:, 512:], batch["cond"][:, 512:])
+    cfg = wm_cfg.model_config(ModelConfig(size="debug", patch=4, tubelet=1), 8, 512, proprio_dim=8)
+    assert cfg.cond_dim == 520 and cfg.action_dim == 8
+    with pytest.raises(ConfigError, match="no proprioception"):
+        wm_cfg.model_config(ModelConfig(size="debug"), 8, 512, proprio_dim=0)

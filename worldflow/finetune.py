@@ -68,10 +68,12 @@ def run(cfg: FinetuneConfig, raw: dict) -> dict:
     cache = open_cache(cfg.robot.data, cfg.image_size, cfg.cache_dir)
     train_eps, val_eps = split_episodes(len(cache), cfg.val_episodes)
     wm = cfg.worldmodel
-    dataset = WindowDataset(cache, wm.context, wm.horizon, wm.action_horizon, train_eps)
-    model_cfg = wm.model_config(cfg.model, cfg.image_size, cache.embeddings.shape[1])
+    flags = {"proprio": wm.proprio, "terminate": wm.terminate}
+    dataset = WindowDataset(cache, wm.context, wm.horizon, wm.action_horizon, train_eps, **flags)
+    proprio_dim = cache.proprio.shape[1]
+    model_cfg = wm.model_config(cfg.model, cfg.image_size, cache.embeddings.shape[1], proprio_dim)
     model = DiT(model_cfg)
-    objective = WorldModelObjective(wm, build_objective(cfg.objective, model))
+    objective = WorldModelObjective(wm, build_objective(cfg.objective, model), proprio_dim)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"finetune: robot={cfg.robot.name} {len(cache)} episodes ({len(train_eps)} train, {len(val_eps)} held out), "
@@ -87,10 +89,11 @@ def run(cfg: FinetuneConfig, raw: dict) -> dict:
         "worldmodel": dataclasses.asdict(wm),
         "robot": dataclasses.asdict(cfg.robot),
         "action_stats": cache.stats.to_dict(),
+        "proprio_stats": cache.proprio_stats.to_dict() if wm.proprio else None,
         "data": {"cache": str(cache.path), "hash": cache.meta.get("hash"), "val_episodes": val_eps},
         "config": raw,
     }
-    val = WindowDataset(cache, wm.context, wm.horizon, wm.action_horizon, val_eps)
+    val = WindowDataset(cache, wm.context, wm.horizon, wm.action_horizon, val_eps, **flags)
 
     def sample_fn(ema, step, run_dir):
         evaluate_open_loop(ema, val, cfg.openloop, run_dir / "openloop" / f"step_{step:07d}")

@@ -74,6 +74,7 @@ def open_loop(cfg: SampleCLI, model, meta: dict) -> None:
     val = WindowDataset(
         cache, wm["context"], wm["horizon"], wm["action_horizon"], meta["data"]["val_episodes"],
         stats=ActionStats.from_dict(meta["action_stats"]),
+        proprio=wm.get("proprio", False), terminate=wm.get("terminate", False),
     )  # fmt: skip
     out = Path(cfg.out) if cfg.out else resolve(cfg.ckpt) / "openloop"
     evaluate_open_loop(model, val, OpenLoopConfig(windows=cfg.num, steps=cfg.steps, seed=cfg.seed), out)

@@ -32,8 +32,13 @@ class WindowDataset(Dataset):
         action_horizon: int,
         episodes: list[int] | None = None,
         stats: ActionStats | None = None,
+        proprio: bool = False,
+        terminate: bool = False,
     ):
         self.cache = cache
+        self.proprio, self.terminate = proprio, terminate
+        if proprio and cache.proprio.shape[1] == 0:
+            raise DataError(f"episode cache {cache.path} has no proprioception; set worldmodel.proprio=false")
         self.context, self.horizon, self.action_horizon = context, horizon, action_horizon
         self.stats = stats or cache.stats
         self.episodes = list(range(len(cache))) if episodes is None else list(episodes)
@@ -63,10 +68,17 @@ class WindowDataset(Dataset):
         frames = self.cache.frames[start + np.clip(frame_steps, 0, length - 1)]
         actions = self.cache.actions[start + np.clip(action_steps, 0, length - 1)]
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        actions = self.stats.normalize(actions)
+        if self.terminate:  # +1 on the step that ends the (sub)task
+            term = self.cache.terminate[start + np.clip(action_steps, 0, length - 1)] & action_valid
+            actions = np.concatenate([actions, np.where(term, 1.0, -1.0)[:, None]], 1).astype(np.float32)
+        cond = self.cache.embeddings[e]
+        if self.proprio:  # the current step's proprioception, standardised
+            cond = np.concatenate([cond, self.cache.proprio_stats.normalize(self.cache.proprio[start + t])])
         return {
             "x": x,  # (context + horizon, 3, S, S) in [-1, 1]
-            "actions": torch.from_numpy(self.stats.normalize(actions)),  # (action_horizon, 7)
-            "cond": torch.from_numpy(self.cache.embeddings[e]),
+            "actions": torch.from_numpy(actions),  # (action_horizon, 7 [+ terminate])
+            "cond": torch.from_numpy(cond.astype(np.float32)),  # instruction [‖ proprioception]
             "frame_valid": torch.from_numpy(frame_valid),
             "action_valid": torch.from_numpy(action_valid),
         }

@@ -19,8 +19,9 @@ class WorldModel:
     model: DiT
     robot: dict  # the RobotConfig the model was trained for (dataset, action conventions, env)
     stats: ActionStats  # de-standardise predicted actions with these
-    worldmodel: WorldModelConfig  # context / horizon / action horizon
+    worldmodel: WorldModelConfig  # context / horizon / action horizon, proprio / terminate
     meta: dict
+    proprio_stats: ActionStats | None = None  # standardise the proprioception with these (worldmodel.proprio)
 
     @property
     def image_size(self) -> int:
@@ -39,6 +40,7 @@ def from_checkpoint(path: str | Path, device: str | torch.device = "cpu", use_em
             stats=ActionStats.from_dict(meta["action_stats"]),
             worldmodel=WorldModelConfig(**wm),
             meta=meta,
+            proprio_stats=ActionStats.from_dict(meta["proprio_stats"]) if meta.get("proprio_stats") else None,
         )
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: meta.json lacks the world-model fields ({e})") from e

@@ -43,6 +43,12 @@ class WorldModelConfig:
         default_factory=lambda: {"policy": 1.0, "forward": 1.0, "inverse": 1.0, "joint": 1.0, "video": 0.0}
     )
     cond_dropout: float = 0.1  # instruction embedding zeroed with this probability (for CFG)
+    proprio: bool = False  # condition on the current proprioception (standardised), after the instruction
+    terminate: bool = False  # an 8th action channel: +1 on the step that ends the (sub)task, else -1
+
+    @property
+    def action_dim(self) -> int:
+        return 7 + int(self.terminate)
 
     def validate(self) -> None:
         unknown = set(self.mode_weights) - set(MODES)
@@ -53,17 +59,24 @@ class WorldModelConfig:
         if sum(self.mode_weights.values()) <= 0:
             raise ConfigError("worldmodel.mode_weights must have a positive weight")
 
-    def model_config(self, base: ModelConfig, image_size: int, cond_dim: int) -> ModelConfig:
+    def model_config(
+        self, base: ModelConfig, image_size: int, cond_dim: int, proprio_dim: int = 0
+    ) -> ModelConfig:
         """`base` (size, patch, tubelet, options) with the world model's token groups filled in (§2): RGB
-        frames (context + horizon), an instruction vector of `cond_dim`, `action_horizon` 7-d action tokens."""
+        frames (context + horizon), a condition vector = instruction (`cond_dim`) ‖ proprioception
+        (`proprio_dim`, when `proprio`), `action_horizon` action tokens of `action_dim`."""
+        if self.proprio and proprio_dim <= 0:
+            raise ConfigError(
+                "worldmodel.proprio=true but the dataset has no proprioception (robot.data.proprio_keys)"
+            )
         return replace(
             base,
             channels=3,
             image_size=image_size,
             frames=self.context + self.horizon,
             num_classes=0,
-            cond_dim=cond_dim,
-            action_dim=7,
+            cond_dim=cond_dim + (proprio_dim if self.proprio else 0),
+            action_dim=self.action_dim,
             action_horizon=self.action_horizon,
         )
 
@@ -105,10 +118,11 @@ def validity_mask(model, frame_valid: torch.Tensor, action_valid: torch.Tensor) 
 class WorldModelObjective(nn.Module):
     """Wraps a flow objective: draws a mode per sample, sets the token layout, then calls the objective."""
 
-    def __init__(self, cfg: WorldModelConfig, inner: nn.Module):
+    def __init__(self, cfg: WorldModelConfig, inner: nn.Module, proprio_dim: int = 0):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
+        self.proprio_dim = proprio_dim if cfg.proprio else 0  # the condition's tail that dropout keeps
         self.inner = inner
         self.modes = [m for m in MODES if cfg.mode_weights.get(m, 0) > 0]
         self.register_buffer(
@@ -128,7 +142,10 @@ class WorldModelObjective(nn.Module):
         cond = batch["cond"]
         if self.cfg.cond_dropout > 0:
             keep = (torch.rand(b, device=dev) >= self.cfg.cond_dropout).to(cond.dtype)
-            cond = cond * keep[:, None]
+            mask = torch.ones_like(cond) * keep[:, None]
+            if self.proprio_dim:
+                mask[:, -self.proprio_dim :] = 1.0  # only the instruction is dropped (CFG on language)
+            cond = cond * mask
         inner_batch = {
             "x": batch["x"],
             "actions": batch["actions"],

@@ -42,10 +42,10 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     p, s = psnr(pred_frames, future), ssim(pred_frames, future)  # (B, H)
     per_step = lambda m: ((m * valid_f).sum(0) / valid_f.sum(0).clamp_min(1)).tolist()  # noqa: E731
     valid_a = batch["action_valid"].float()[..., None]
-    err = (pred_actions - batch["actions"]).abs() * valid_a
+    err = (pred_actions[..., :7] - batch["actions"][..., :7]).abs() * valid_a
     stats = dataset.stats
-    env_pred = stats.denormalize(pred_actions.cpu().numpy())
-    env_true = stats.denormalize(batch["actions"].cpu().numpy())
+    env_pred = stats.denormalize(pred_actions[..., :7].cpu().numpy())
+    env_true = stats.denormalize(batch["actions"][..., :7].cpu().numpy())
     env_err = np.abs(env_pred - env_true) * valid_a.cpu().numpy()
     n_valid = float(valid_a.sum())
     metrics = {
@@ -61,6 +61,9 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
             / n_valid
         ),
     }
+    if pred_actions.shape[-1] > 7:  # terminate channel: does the model end the (sub)task where the data does
+        agree = ((pred_actions[..., 7] > 0) == (batch["actions"][..., 7] > 0)).float() * valid_a[..., 0]
+        metrics["terminate_accuracy"] = float(agree.sum() / n_valid)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / ".openloop.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=1))
