@@ -49,6 +49,7 @@ def evaluate(
     videos_per_task: int = 2,
     timeout: float = 120.0,
     title: str = "",
+    terminate: str = "all",
 ) -> dict:
     """Run every (task, seed) not already in out_dir/episodes.jsonl; returns the summary."""
     out_dir = Path(out_dir)
@@ -87,7 +88,15 @@ def evaluate(
                         plugin = task.endswith((".yaml", ".yml"))  # its kwargs come from its own config
                         max_steps = client.make(task, {} if plugin else env_kwargs)
                         current = task
-                    row = run_episode(client, policy, task, seed, max_steps, record=seed in video_seeds[task])
+                    row = run_episode(
+                        client,
+                        policy,
+                        task,
+                        seed,
+                        max_steps,
+                        record=seed in video_seeds[task],
+                        terminate=terminate,
+                    )
                 except (WorkerError, EnvRequestError) as e:  # the env could not even be made or reset
                     current = None
                     row = {

@@ -44,10 +44,26 @@ def check_chunk(chunk: ActionChunk, action_dim: int) -> None:
         raise PolicyError("policy returned NaN or inf actions")
 
 
+TERMINATE_MODES = ("all", "subtask", "never")
+
+
 def run_episode(
-    env, policy, task: str, seed: int, max_steps: int, record: bool = False, action_dim: int = 7
+    env,
+    policy,
+    task: str,
+    seed: int,
+    max_steps: int,
+    record: bool = False,
+    action_dim: int = 7,
+    terminate: str = "all",
 ) -> dict:
-    """One episode; returns the row for episodes.jsonl (and `frames` when recording)."""
+    """One episode; returns the row for episodes.jsonl (and `frames` when recording).
+
+    terminate: which of the policy's terminate flags reach the env, as a SIMPLER policy wrapper decides —
+    "all" (RT-1's wrapper), "subtask" (only those that advance a non-final subtask; the final subtask runs
+    to its step limit), "never" (Octo's and OpenVLA's wrappers send 0; two-stage tasks switch at step 100)."""
+    if terminate not in TERMINATE_MODES:
+        raise ValueError(f"terminate={terminate!r}; use one of {TERMINATE_MODES}")
     t0 = time.perf_counter()
     steps, success, failure = 0, False, None
     frames: list[np.ndarray] = []
@@ -61,10 +77,10 @@ def run_episode(
         while not stop:
             chunk = policy.act(obs)
             check_chunk(chunk, action_dim)
-            for action, terminate in zip(chunk.actions, chunk.terminate):
-                if terminate:
+            for action, flag in zip(chunk.actions, chunk.terminate):
+                if flag and terminate != "never":
                     if env.is_final_subtask():
-                        stop = True
+                        stop = terminate == "all"
                     else:
                         env.advance()
                 res = env.step(action)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from eval.harness import evaluate, expand_tasks  # noqa: E402
+from eval.loop import TERMINATE_MODES  # noqa: E402
 from policies.factory import PolicyConfig, policy_factory  # noqa: E402
 from worldflow.config import CONFIG_DIR, entry_point, typed  # noqa: E402
 from worldflow.errors import ConfigError  # noqa: E402
@@ -83,6 +84,8 @@ def run(cfg: RolloutConfig) -> dict:
         if cfg.seeds is not None
         else list(range(cfg.seed_start, cfg.seed_start + cfg.episodes))
     )
+    if cfg.policy.terminate not in TERMINATE_MODES:
+        raise ConfigError(f"policy.terminate={cfg.policy.terminate!r}; use one of {list(TERMINATE_MODES)}")
     make_policy = policy_factory(cfg.policy, cfg.robot, cfg.suite)
     env_kwargs = dict(cfg.env)
     if "image_size" in env_kwargs:
@@ -100,6 +103,7 @@ def run(cfg: RolloutConfig) -> dict:
         videos_per_task=cfg.videos_per_task,
         timeout=cfg.timeout,
         title=title,
+        terminate=cfg.policy.terminate,
     )
 
 

@@ -197,3 +197,16 @@ def test_episode_log_survives_a_line_cut_by_a_kill(tmp_path):
     log.append({"task": "coke", "seed": 2, "success": False})
     assert log.finished() == {("coke", 0), ("coke", 1), ("coke", 2)}
     assert len(log.rows()) == 3
+
+
+def test_terminate_modes_decide_which_flags_reach_the_env():
+    # "subtask": the first-stage flag advances, the final-stage one is ignored (the episode runs to 200)
+    env, pol = TwoStageEnv(), ScriptPolicy(terminate_at=(10, 30))
+    row = run_episode(env, pol, "apple", 0, 200, terminate="subtask")
+    assert env.advanced_at == 9 and row["steps"] == 200 and row["failure"] is None and row["success"]
+    # "never": no flag reaches the env, the switch comes at step 100
+    env, pol = TwoStageEnv(), ScriptPolicy(terminate_at=(10, 30))
+    row = run_episode(env, pol, "apple", 0, 200, terminate="never")
+    assert env.advanced_at == 100 and row["steps"] == 200
+    with pytest.raises(ValueError, match="terminate='sometimes'"):
+        run_episode(TwoStageEnv(), ScriptPolicy(), "apple", 0, 10, terminate="sometimes")
