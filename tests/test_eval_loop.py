@@ -210,3 +210,18 @@ def test_terminate_modes_decide_which_flags_reach_the_env():
     assert env.advanced_at == 100 and row["steps"] == 200
     with pytest.raises(ValueError, match="terminate='sometimes'"):
         run_episode(TwoStageEnv(), ScriptPolicy(), "apple", 0, 10, terminate="sometimes")
+
+
+def test_rollout_cli_rejects_an_unknown_terminate_mode(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run(
+        [sys.executable, str(root / "eval" / "simpler_rollout.py"), "policy.name=random",
+         "policy.terminate=sometimes", f"out_dir={tmp_path / 'out'}"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode != 0 and "policy.terminate='sometimes'" in res.stderr
+    assert not (tmp_path / "out").exists()
