@@ -23,9 +23,8 @@ class PolicyConfig:
     plan: PlanSettings = field(default_factory=PlanSettings)
     cache: str | None = None  # replay: an episode cache folder (default: the checkpoint's)
     device: str = "cpu"
-    terminate: str = (
-        "all"  # which terminate flags reach the env: all | subtask | never (eval.loop.run_episode)
-    )
+    # which terminate flags reach the env: all | subtask | never (eval.loop.run_episode)
+    terminate: str = "all"
 
 
 def policy_factory(cfg: PolicyConfig, robot: str, suite: str) -> Callable:

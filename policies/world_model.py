@@ -83,32 +83,30 @@ class WorldModelPolicy:
         # before the episode's first frame the context repeats it, as the training windows do
         self.history = self.history[1:] + [frame] if self.history else [frame] * self.context
         ctx = torch.stack(self.history)[None]  # (1, C, 3, S, S)
-        self.cond = self.condition(obs)
+        cond = self.condition(obs)
         n = self.plan.samples
         seed = self.seed * 100_003 + self.calls
         self.calls += 1
         chunks = predict(
             self.model,
             ctx.expand(n, *ctx.shape[1:]),
-            self.cond.expand(n, -1),
+            cond.expand(n, -1),
             "policy",
             steps=self.steps,
             seed=seed,
         )["actions"]
-        best = self.choose(ctx, chunks, seed) if n > 1 else 0
+        best = self.choose(ctx, cond, chunks, seed) if n > 1 else 0
         normed = chunks[best].cpu().numpy()[: self.stride]
+        terminate = np.zeros(len(normed), bool)
+        if self.wm.worldmodel.terminate:  # the terminate channel: the first positive step ends the chunk
+            hits = np.flatnonzero(normed[:, 7] > 0)
+            if len(hits):
+                normed, terminate = normed[: hits[0] + 1], terminate[: hits[0] + 1]
+                terminate[-1] = True
         actions = self.wm.stats.denormalize(normed[:, :7])
         absolute = actions[:, 6].copy()
         actions[:, 6] = absolute_to_relative_rt1(absolute, self.gripper_open)
         self.gripper_open = float(absolute[-1] > 0.5)
-        terminate = np.zeros(len(actions), bool)
-        if self.wm.worldmodel.terminate:  # the terminate channel: the first positive step ends the chunk
-            hits = np.flatnonzero(normed[:, 7] > 0)
-            if len(hits):
-                actions, absolute = actions[: hits[0] + 1], absolute[: hits[0] + 1]
-                self.gripper_open = float(absolute[-1] > 0.5)
-                terminate = np.zeros(len(actions), bool)
-                terminate[-1] = True
         return ActionChunk(actions, terminate)
 
     def condition(self, obs: dict) -> torch.Tensor:
@@ -126,12 +124,12 @@ class WorldModelPolicy:
         p = torch.from_numpy(stats.normalize(proprio)).float()[None].to(self.device)
         return torch.cat([self.instruction, p], dim=1)
 
-    def choose(self, ctx: torch.Tensor, chunks: torch.Tensor, seed: int) -> int:
+    def choose(self, ctx: torch.Tensor, cond: torch.Tensor, chunks: torch.Tensor, seed: int) -> int:
         n = len(chunks)
         if self.plan.score == "medoid":
             d = torch.cdist(chunks.flatten(1), chunks.flatten(1))
             return int(d.sum(1).argmin())
-        cond = self.cond.expand(n, -1)
+        cond = cond.expand(n, -1)
         c = ctx.expand(n, *ctx.shape[1:])
         future = predict(self.model, c, cond, "forward", actions=chunks, steps=self.steps, seed=seed)[
             "frames"

@@ -66,11 +66,12 @@ class WindowDataset(Dataset):
         frame_valid = frame_steps <= length - 1
         action_valid = action_steps <= length - 1
         frames = self.cache.frames[start + np.clip(frame_steps, 0, length - 1)]
-        actions = self.cache.actions[start + np.clip(action_steps, 0, length - 1)]
+        action_rows = start + np.clip(action_steps, 0, length - 1)
+        actions = self.cache.actions[action_rows]
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         actions = self.stats.normalize(actions)
         if self.terminate:  # +1 on the step that ends the (sub)task
-            term = self.cache.terminate[start + np.clip(action_steps, 0, length - 1)] & action_valid
+            term = self.cache.terminate[action_rows] & action_valid
             actions = np.concatenate([actions, np.where(term, 1.0, -1.0)[:, None]], 1).astype(np.float32)
         cond = self.cache.embeddings[e]
         if self.proprio:  # the current step's proprioception, standardised
