@@ -161,6 +161,27 @@ def test_tiny_finetune_lowers_frame_and_action_losses(tmp_path, objective):
         assert last < 0.7 * first, (key, first, last)
 
 
+def test_image_sensitivity_is_zero_only_for_a_policy_blind_to_frames():
+    from worldflow.worldmodel.openloop import OpenLoopConfig, image_sensitivity
+
+    m = randomize_zero_init(wm_model()).eval()
+    ctx, cond = torch.rand(3, 2, 3, 8, 8) * 2 - 1, torch.randn(3, 512)
+    truth = torch.randn(3, 4, 7)
+    cfg = OpenLoopConfig(steps=3)
+    pred = predict(m, ctx, cond, "policy", steps=3, seed=cfg.seed)["actions"]
+    assert image_sensitivity(m, ctx, cond, truth, pred, cfg) > 0.01
+    with torch.no_grad():
+        m.embed_in["frames"].weight.zero_()  # frame tokens carry only bias + position: the image is unseen
+    pred = predict(m, ctx, cond, "policy", steps=3, seed=cfg.seed)["actions"]
+    assert image_sensitivity(m, ctx, cond, truth, pred, cfg) == pytest.approx(0.0, abs=1e-6)
+    # scaled by how far apart the true chunks are
+    m2 = randomize_zero_init(wm_model()).eval()
+    pred = predict(m2, ctx, cond, "policy", steps=3, seed=cfg.seed)["actions"]
+    a = image_sensitivity(m2, ctx, cond, truth, pred, cfg)
+    assert image_sensitivity(m2, ctx, cond, 2 * truth, pred, cfg) == pytest.approx(a / 2, rel=1e-5)
+    assert image_sensitivity(m2, ctx[:1], cond[:1], truth[:1], pred[:1], cfg) is None
+
+
 def test_isolate_fixed_blocks_only_fixed_to_noised_attention():
     # With isolate_fixed, changing the noised tokens (actions in policy mode) leaves every fixed token's
     # hidden state unchanged, while noised tokens still see the context; without it, context tokens change.

@@ -1,6 +1,12 @@
 """Open-loop prediction on held-out episodes: future frames from true actions (forward dynamics) beside the
 truth as a video, predicted vs true actions (policy mode) as a plot, PSNR/SSIM per horizon step and
-action errors in a JSON."""
+action errors in a JSON.
+
+`action_image_sensitivity` asks whether the policy looks at the image at all: each window's chunk is sampled
+again, with the same condition and noise, from the next window's context frames, and the mean change is
+divided by the mean difference between the two windows' true chunks. Near 0, actions ignore the image (e.g.
+a grasp aimed at the average object position); near 1 or above, swapping the image moves them as much as
+the truth moves."""
 
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
         model, ctx, batch["cond"], "forward", actions=batch["actions"], steps=cfg.steps, seed=cfg.seed
     )["frames"]
     pred_actions = predict(model, ctx, batch["cond"], "policy", steps=cfg.steps, seed=cfg.seed)["actions"]
+    sensitivity = image_sensitivity(model, ctx, batch["cond"], batch["actions"], pred_actions, cfg)
 
     valid_f = batch["frame_valid"][:, context:].float()
     p, s = psnr(pred_frames, future), ssim(pred_frames, future)  # (B, H)
@@ -61,6 +68,8 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
             / n_valid
         ),
     }
+    if sensitivity is not None:
+        metrics["action_image_sensitivity"] = sensitivity
     if pred_actions.shape[-1] > 7:  # terminate channel: does the model end the (sub)task where the data does
         agree = ((pred_actions[..., 7] > 0) == (batch["actions"][..., 7] > 0)).float() * valid_a[..., 0]
         metrics["terminate_accuracy"] = float(agree.sum() / n_valid)
@@ -76,9 +85,22 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     save_video(frames, out_dir / "frames.gif", fps=3)
     plot_actions(env_true[0], env_pred[0], out_dir / "actions.png")
     print(
-        f"open-loop: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, action L1 {metrics['action_l1_normalized']:.3f} -> {out_dir}"
+        f"open-loop: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, action L1 {metrics['action_l1_normalized']:.3f}, "
+        f"image sensitivity {metrics.get('action_image_sensitivity', float('nan')):.3f} -> {out_dir}"
     )
     return metrics
+
+
+@torch.no_grad()
+def image_sensitivity(model, ctx, cond, true_actions, pred_actions, cfg: OpenLoopConfig) -> float | None:
+    """Mean |policy(own frames) - policy(next window's frames)| over mean |true - next window's true|, the
+    seven env channels in normalised units, condition and noise unchanged (None for a single window)."""
+    if len(ctx) < 2:
+        return None
+    swapped = predict(model, ctx.roll(1, 0), cond, "policy", steps=cfg.steps, seed=cfg.seed)["actions"]
+    moved = (swapped[..., :7] - pred_actions[..., :7]).abs().mean()
+    truth = (true_actions.roll(1, 0)[..., :7] - true_actions[..., :7]).abs().mean()
+    return float(moved / truth.clamp_min(1e-6))
 
 
 def plot_actions(true: np.ndarray, pred: np.ndarray, path: Path) -> None:
