@@ -1,8 +1,9 @@
 """Benchmark: Self-Flow step time / vanilla step time (goal <= 1.25) and achieved training GFLOP/s over
 dense matmul GFLOP/s measured in the same process (goal >= 0.6 on CPU; MFU >= 40% on GPU at size B, bf16).
 
-python bench/train_step.py [--size S] [--batch 16] [--image 32] [--patch 2] [--steps 6] [--device auto]
-Prints one JSON object. FLOPs are counted by torch.utils.flop_counter on a real step (forward + backward).
+python bench/train_step.py [--size S] [--batch 16] [--image 32] [--patch 2] [--steps 6] [--device auto] [--compile]
+Prints one JSON object. FLOPs are counted by torch.utils.flop_counter on a real eager step (forward + backward);
+with --compile the timed steps run the model's forward through torch.compile (as train.compile=true does).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--compile", action="store_true")
     args = ap.parse_args()
     device = pick_device(args.device)
     amp = autocast_dtype(args.precision, device)
@@ -91,7 +93,9 @@ def main() -> None:
         "batch": args.batch,
         "tokens": model.num_tokens,
         "precision": str(amp or "fp32"),
+        "compile": args.compile,
     }
+    run_model = torch.compile(model) if args.compile else model
     for name in ("vanilla", "selfflow"):
         obj = build_objective({"name": name}, model).to(device)
         opt = torch.optim.AdamW([*model.parameters(), *obj.parameters()], lr=1e-4)
@@ -99,9 +103,11 @@ def main() -> None:
         with FlopCounterMode(display=False) as fc:
             step()
         flops = fc.get_total_flops()
+        if args.compile:
+            step = make_step(run_model, obj, teacher if obj.needs_teacher else None, batch, opt, amp, device)
         sec = time_steps(step, device, args.steps)
         result[name] = {"step_s": sec, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / sec / 1e9}
-    matmul = dense_matmul_flops(device, amp or torch.float32)
+    matmul = dense_matmul_flops(device, amp or torch.float32, n=8192 if device.type == "cuda" else 2048)
     result["dense_matmul_gflops"] = matmul / 1e9
     result["selfflow_over_vanilla_step_time"] = result["selfflow"]["step_s"] / result["vanilla"]["step_s"]
     for name in ("vanilla", "selfflow"):
