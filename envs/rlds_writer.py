@@ -448,6 +448,18 @@ def _to_numpy(tensor) -> np.ndarray | list[str]:
     return tensor.numpy()
 
 
+def rt1_proprio(proprio: np.ndarray) -> np.ndarray:
+    """The suite's proprioception (..., 8) = xyz ‖ quaternion ‖ closedness in [0, 1] -> RT-1's observation
+    features base_pose_tool_reached (7) ‖ gripper_closed (1), a 0/1 flag. The one place this convention lives:
+    the RLDS writer stores it, the world-model policy feeds it to a checkpoint trained on RT-1 fields."""
+    p = np.asarray(proprio, np.float32)
+    if p.shape[-1] != 8:
+        raise DataError(
+            f"proprioception must have 8 numbers (xyz, quaternion, closedness), got {p.shape[-1]}"
+        )
+    return np.concatenate([p[..., :7], (p[..., 7:8] > 0.5).astype(np.float32)], axis=-1)
+
+
 def episode_from_rollout(
     frames: Sequence[np.ndarray],
     proprios: np.ndarray,
@@ -483,8 +495,8 @@ def episode_from_rollout(
     return Episode(
         image=np.stack(frames),
         instruction=instruction if isinstance(instruction, str) else list(instruction),
-        base_pose_tool_reached=proprio[:, :7],
-        gripper_closed=(proprio[:, 7:8] > 0.5).astype(np.float32),  # closedness in [0, 1] -> RT-1's 0/1 flag
+        base_pose_tool_reached=rt1_proprio(proprio)[:, :7],
+        gripper_closed=rt1_proprio(proprio)[:, 7:8],
         world_vector=action[:, :3],
         rotation_delta=action[:, 3:6],
         gripper_closedness_action=action[:, 6:7],

@@ -139,10 +139,25 @@ class SimplerSuite:
         raise RuntimeError("real SimplerEnv has no scripted expert")
 
     def _obs(self, obs):
+        eef = obs.get("agent", {}).get("eef_pos")
         return {
             "image": encode_array(self.get_image(self.env, obs)),
-            "proprio": encode_array(np.zeros(0, np.float32)),
+            "proprio": encode_array(simpler_proprio(eef) if eef is not None else np.zeros(0, np.float32)),
         }
+
+
+def simpler_proprio(eef_pos) -> np.ndarray:
+    """SimplerEnv's `obs["agent"]["eef_pos"]` -> the CPU suite's proprioception (8,) float32.
+
+    SimplerEnv packs the TCP pose in the robot base frame and the gripper's opening: x, y, z, qw, qx, qy, qz,
+    openness (1 open, 0 closed); open-pi-zero's SimplerEnv adapter (allenzren/open-pi-zero) reads it the same
+    way. The suite sends x, y, z, quaternion (w, x, y, z) with w >= 0, closedness in [0, 1]."""
+    e = np.asarray(eef_pos, np.float64).reshape(-1)
+    if e.shape != (8,) or not np.isfinite(e).all():
+        raise ValueError(f"SimplerEnv eef_pos must be 8 finite numbers, got {e.tolist()}")
+    quat = e[3:7] / max(np.linalg.norm(e[3:7]), 1e-12)
+    quat = -quat if quat[0] < 0 else quat
+    return np.concatenate([e[:3], quat, [1.0 - e[7]]]).astype(np.float32)
 
 
 def serve(suite, inp, out) -> None:

@@ -57,11 +57,6 @@ def policy_factory(cfg: PolicyConfig, robot: str, suite: str) -> Callable:
                 raise CheckpointError(
                     f"checkpoint {cfg.checkpoint} predicts {env_dim}-d actions; the env takes 7"
                 )
-            if wm.worldmodel.proprio and suite == "simpler":
-                raise ConfigError(
-                    f"checkpoint {cfg.checkpoint} conditions on proprioception (worldmodel.proprio=true); the "
-                    "SimplerEnv worker does not send it yet: fine-tune with worldmodel.proprio=false for suite=simpler"
-                )
         if cfg.name == "replay":
             from policies.baselines import ReplayPolicy
             from worldflow.data.cache import EpisodeCache

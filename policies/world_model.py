@@ -15,11 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from envs.rlds_writer import rt1_proprio
 from policies.base import ActionChunk
 from policies.conversions import absolute_to_relative_rt1
 from worldflow.errors import ConfigError
 from worldflow.worldmodel.bundle import WorldModel, from_checkpoint
 from worldflow.worldmodel.infer import predict
+
+RT1_PROPRIO_KEYS = ["base_pose_tool_reached", "gripper_closed"]
 
 
 @dataclass
@@ -114,6 +117,9 @@ class WorldModelPolicy:
         if not self.wm.worldmodel.proprio:
             return self.instruction
         proprio = np.asarray(obs.get("proprio", np.zeros(0)), np.float32).reshape(-1)
+        keys = list(self.wm.robot.get("data", {}).get("proprio_keys") or [])
+        if keys == RT1_PROPRIO_KEYS and proprio.shape == (8,):
+            proprio = rt1_proprio(proprio)  # the env's closedness -> RT-1's gripper_closed flag, as trained
         stats = self.wm.proprio_stats
         if stats is None or proprio.shape != (len(stats.q01),):
             want = len(stats.q01) if stats else "?"

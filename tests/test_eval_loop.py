@@ -225,3 +225,17 @@ def test_rollout_cli_rejects_an_unknown_terminate_mode(tmp_path):
     )  # fmt: skip
     assert res.returncode != 0 and "policy.terminate='sometimes'" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_simpler_proprio_becomes_the_suites_convention():
+    from eval.worker import simpler_proprio
+
+    # SimplerEnv: x, y, z, qw, qx, qy, qz, openness; suite: x, y, z, quaternion (w >= 0), closedness
+    eef = [0.4, -0.1, 0.9, -0.5, 0.5, -0.5, 0.5, 0.25]
+    out = simpler_proprio(eef)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [0.4, -0.1, 0.9, 0.5, -0.5, 0.5, -0.5, 0.75], atol=1e-6)
+    with pytest.raises(ValueError, match="eef_pos must be 8 finite numbers"):
+        simpler_proprio([0.0] * 7)
+    with pytest.raises(ValueError, match="eef_pos must be 8 finite numbers"):
+        simpler_proprio([0.0] * 7 + [float("nan")])

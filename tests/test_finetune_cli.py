@@ -116,3 +116,12 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     assert set(np.unique(chunk.actions[:, 6])) <= {-1.0, 0.0, 1.0}
     # a terminate flag can only end the chunk: the actions after it are dropped
     assert not chunk.terminate[:-1].any() and (chunk.terminate.any() or len(chunk.actions) == 4)
+    # the env's closedness reaches the model as RT-1's gripper_closed flag, as the writer stored it
+    half, full = (np.r_[np.zeros(7), c].astype(np.float32) for c in (0.6, 1.0))
+    assert np.array_equal(
+        policy.condition({"proprio": half}).numpy(), policy.condition({"proprio": full}).numpy()
+    )
+    assert not np.array_equal(
+        policy.condition({"proprio": half}).numpy(),
+        policy.condition({"proprio": np.zeros(8, np.float32)}).numpy(),
+    )
