@@ -68,7 +68,7 @@ class Episode:
 
     image: np.ndarray  # (T, H, W, 3) uint8, H x W = 256 x 320 for RT-1
     instruction: str | Sequence[str]  # one, or one per step (SIMPLER's two-stage tasks change it)
-    base_pose_tool_reached: np.ndarray  # (T, 7) EE xyz + quaternion (as the env gives it), base frame
+    base_pose_tool_reached: np.ndarray  # (T, 7) EE xyz + quaternion (x, y, z, w), base frame
     gripper_closed: np.ndarray  # (T, 1) 1 closed, 0 open
     world_vector: np.ndarray  # (T, 3) EE translation delta
     rotation_delta: np.ndarray  # (T, 3) axis-angle delta
@@ -449,15 +449,19 @@ def _to_numpy(tensor) -> np.ndarray | list[str]:
 
 
 def rt1_proprio(proprio: np.ndarray) -> np.ndarray:
-    """The suite's proprioception (..., 8) = xyz ‖ quaternion ‖ closedness in [0, 1] -> RT-1's observation
-    features base_pose_tool_reached (7) ‖ gripper_closed (1), a 0/1 flag. The one place this convention lives:
-    the RLDS writer stores it, the world-model policy feeds it to a checkpoint trained on RT-1 fields."""
+    """The suite's proprioception (..., 8) = xyz ‖ quaternion (w, x, y, z) ‖ closedness in [0, 1] -> RT-1's
+    observation features base_pose_tool_reached (7) = xyz ‖ quaternion (x, y, z, w), as fractal20220817_data
+    stores it (open-pi-zero's SimplerEnv adapter reorders the same way), ‖ gripper_closed (1), a 0/1 flag.
+    The one place this convention lives: the RLDS writer stores it, the world-model policy feeds it to a
+    checkpoint trained on RT-1 fields."""
     p = np.asarray(proprio, np.float32)
     if p.shape[-1] != 8:
         raise DataError(
             f"proprioception must have 8 numbers (xyz, quaternion, closedness), got {p.shape[-1]}"
         )
-    return np.concatenate([p[..., :7], (p[..., 7:8] > 0.5).astype(np.float32)], axis=-1)
+    return np.concatenate(
+        [p[..., :3], p[..., 4:7], p[..., 3:4], (p[..., 7:8] > 0.5).astype(np.float32)], axis=-1
+    )
 
 
 def episode_from_rollout(

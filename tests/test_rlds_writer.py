@@ -172,7 +172,8 @@ def test_episode_from_rollout_conversion():
     ep = episode_from_rollout(
         list(frames), proprio, actions, [False, True, False, False], "pick coke can", success=False
     )
-    np.testing.assert_array_equal(ep.base_pose_tool_reached, proprio[:, :7])
+    # the suite's quaternion is w-first; RT-1 stores x, y, z, w
+    np.testing.assert_array_equal(ep.base_pose_tool_reached, proprio[:, [0, 1, 2, 4, 5, 6, 3]])
     assert ep.gripper_closed[:, 0].tolist() == [0, 0, 1, 1]
     np.testing.assert_array_equal(ep.world_vector, actions[:, :3])
     np.testing.assert_array_equal(ep.rotation_delta, actions[:, 3:6])
