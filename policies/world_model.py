@@ -119,7 +119,7 @@ class WorldModelPolicy:
         proprio = np.asarray(obs.get("proprio", np.zeros(0)), np.float32).reshape(-1)
         keys = list(self.wm.robot.get("data", {}).get("proprio_keys") or [])
         if keys == RT1_PROPRIO_KEYS and proprio.shape == (8,):
-            proprio = rt1_proprio(proprio)  # the env's closedness -> RT-1's gripper_closed flag, as trained
+            proprio = rt1_proprio(proprio)  # the env's convention -> RT-1's fields, as the writer stored them
         stats = self.wm.proprio_stats
         if stats is None or proprio.shape != (len(stats.q01),):
             want = len(stats.q01) if stats else "?"
