@@ -3,7 +3,8 @@ dense matmul GFLOP/s measured in the same process (goal >= 0.6 on CPU; MFU >= 40
 
 python bench/train_step.py [--size S] [--batch 16] [--image 32] [--patch 2] [--steps 6] [--device auto] [--compile]
 Prints one JSON object. FLOPs are counted by torch.utils.flop_counter on a real eager step (forward + backward);
-with --compile the timed steps run the model's forward through torch.compile (as train.compile=true does).
+with --compile the timed steps run the student's and the EMA teacher's forward through
+worldflow.train.compile_model, as train.compile=true does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from worldflow.model.dit import DiT, ModelConfig
 from worldflow.objectives import build_objective
-from worldflow.train import autocast_dtype, ema_update, pick_device, sync
+from worldflow.train import autocast_dtype, compile_model, ema_update, pick_device, sync
 
 
 def dense_matmul_flops(device, dtype, n: int = 2048, reps: int = 10) -> float:
@@ -95,7 +96,8 @@ def main() -> None:
         "precision": str(amp or "fp32"),
         "compile": args.compile,
     }
-    run_model = torch.compile(model) if args.compile else model
+    run_model = compile_model(model) if args.compile else model
+    run_teacher = compile_model(teacher) if args.compile else teacher
     for name in ("vanilla", "selfflow"):
         obj = build_objective({"name": name}, model).to(device)
         opt = torch.optim.AdamW([*model.parameters(), *obj.parameters()], lr=1e-4)
@@ -104,7 +106,9 @@ def main() -> None:
             step()
         flops = fc.get_total_flops()
         if args.compile:
-            step = make_step(run_model, obj, teacher if obj.needs_teacher else None, batch, opt, amp, device)
+            step = make_step(
+                run_model, obj, run_teacher if obj.needs_teacher else None, batch, opt, amp, device
+            )
         sec = time_steps(step, device, args.steps)
         result[name] = {"step_s": sec, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / sec / 1e9}
     matmul = dense_matmul_flops(device, amp or torch.float32, n=8192 if device.type == "cuda" else 2048)

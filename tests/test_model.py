@@ -114,3 +114,24 @@ def test_bad_inputs_name_the_problem(tiny_model):
         DiT(ModelConfig(image_size=30, patch=4))
     with pytest.raises(ConfigError, match="unknown model size"):
         DiT(ModelConfig(size="XXL"))
+
+
+def test_compiled_model_returns_the_asked_blocks_for_each_call():
+    """compile_model keeps integers static: with automatic dynamic integers a second call with other
+    return_blocks / stop_after got an empty hidden-state dict (the Self-Flow teacher's KeyError)."""
+    from worldflow.model.dit import DiT, ModelConfig
+    from worldflow.objectives.common import fix_layout, noised, prepare
+    from worldflow.train import compile_model
+
+    torch.manual_seed(0)
+    m = DiT(ModelConfig(size="debug", image_size=16, patch=4, num_classes=10))
+    p = prepare(m, {"x": torch.randn(2, 3, 16, 16), "y": torch.randint(0, 10, (2,))}, 0.0)
+    tau = fix_layout(torch.rand(2, 1).expand(2, m.num_tokens), p)
+    tokens = noised(m, p, tau)
+    compiled = compile_model(m, backend="eager")  # dynamo's graph capture is what matters, not the backend
+    with torch.no_grad():
+        _, first = compiled(tokens, tau, y=p.y, return_blocks=(2,))
+        out, second = compiled(tokens, tau, y=p.y, return_blocks=(4,), stop_after=4)
+        _, eager = m(tokens, tau, y=p.y, return_blocks=(4,), stop_after=4)
+    assert list(first) == [2] and list(second) == [4] and out is None
+    torch.testing.assert_close(second[4], eager[4])

@@ -64,6 +64,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def compile_model(module: nn.Module, **kwargs) -> nn.Module:
+    """torch.compile with static shapes and integers. With automatic dynamic integers (the default), a DiT
+    compiled for one `return_blocks` and called again with another returned the wrong hidden states (an
+    empty dict for `return_blocks=(4,), stop_after=4` after a call with `(2,)`; PyTorch 2.11 and 2.13), which
+    broke Self-Flow's teacher. Training batches have fixed shapes, so nothing is lost."""
+    return torch.compile(module, dynamic=False, **kwargs)
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"train.precision={precision!r}; use auto, fp32 or bf16")
@@ -257,7 +265,7 @@ def train(
         else:
             forward = torch.nn.parallel.DistributedDataParallel(model)  # broadcasts rank 0's weights
     if cfg.compile:
-        forward = torch.compile(forward)
+        forward = compile_model(forward)
 
     optimizer = torch.optim.AdamW(
         param_groups([model, objective], cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=False
@@ -284,6 +292,10 @@ def train(
     data = iter(loader)
     proxy = dist.ModelProxy(model, forward)
     teacher = ema if getattr(objective, "needs_teacher", False) else None
+    if teacher is not None and cfg.compile:
+        teacher = compile_model(
+            teacher
+        )  # Self-Flow's teacher pass; ema itself is what gets saved and sampled
 
     def save(at: int) -> Path | None:
         # full tensors whatever the engine (gathering FSDP2 shards is a collective: every rank takes part)
