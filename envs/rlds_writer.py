@@ -492,6 +492,7 @@ def episode_from_rollout(
             f"episode_from_rollout: {t} frames and {len(terminates)} terminate flags; need >= 1, equal"
         )
     proprio, action = (checks[k][0].astype(np.float32) for k in ("proprios", "actions"))
+    rt1 = rt1_proprio(proprio)
     terminate = np.asarray(terminates, bool).copy()
     terminate[-1] = True
     reward = np.zeros(t, np.float32)
@@ -499,8 +500,8 @@ def episode_from_rollout(
     return Episode(
         image=np.stack(frames),
         instruction=instruction if isinstance(instruction, str) else list(instruction),
-        base_pose_tool_reached=rt1_proprio(proprio)[:, :7],
-        gripper_closed=rt1_proprio(proprio)[:, 7:8],
+        base_pose_tool_reached=rt1[:, :7],
+        gripper_closed=rt1[:, 7:8],
         world_vector=action[:, :3],
         rotation_delta=action[:, 3:6],
         gripper_closedness_action=action[:, 6:7],

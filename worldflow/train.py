@@ -293,9 +293,8 @@ def train(
     proxy = dist.ModelProxy(model, forward)
     teacher = ema if getattr(objective, "needs_teacher", False) else None
     if teacher is not None and cfg.compile:
-        teacher = compile_model(
-            teacher
-        )  # Self-Flow's teacher pass; ema itself is what gets saved and sampled
+        # Self-Flow's teacher pass; ema itself is what gets saved and sampled
+        teacher = compile_model(teacher)
 
     def save(at: int) -> Path | None:
         # full tensors whatever the engine (gathering FSDP2 shards is a collective: every rank takes part)
