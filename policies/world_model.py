@@ -18,11 +18,12 @@ import torch.nn.functional as F
 from envs.rlds_writer import rt1_proprio
 from policies.base import ActionChunk
 from policies.conversions import absolute_to_relative_rt1
-from worldflow.errors import ConfigError
+from worldflow.data.images import crop_window
+from worldflow.errors import ConfigError, DataError
 from worldflow.worldmodel.bundle import WorldModel, from_checkpoint
 from worldflow.worldmodel.infer import predict
 
-RT1_PROPRIO_KEYS = ["base_pose_tool_reached", "gripper_closed"]
+PROPRIO_FROM_ENV = {"rt1": rt1_proprio, "none": lambda p: p}  # robot.proprio_from_env
 
 
 @dataclass
@@ -38,9 +39,11 @@ def embed_instruction(text: str) -> np.ndarray:
     return language_embedding(text)
 
 
-def to_model_frame(image: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, size, size) in [-1, 1], area resampling like the episode cache's conversion."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
+def to_model_frame(image: np.ndarray, size: int, crop: list[float] | None = None) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, size, size) in [-1, 1]: the checkpoint's crop, then area resampling, like the
+    episode cache's conversion."""
+    rows, cols = crop_window(image.shape[0], image.shape[1], crop)
+    x = torch.from_numpy(np.ascontiguousarray(image[rows, cols])).permute(2, 0, 1).float()[None]
     x = F.interpolate(x, size=(size, size), mode="area")
     return x[0].round().clamp(0, 255) / 127.5 - 1.0
 
@@ -72,6 +75,13 @@ class WorldModelPolicy:
             raise ConfigError(f"plan.score={self.plan.score!r}; use consistency or medoid")
         self.stride = stride
         self.device = device
+        self.crop = (self.wm.robot.get("data") or {}).get("crop")  # as the cache cropped the training frames
+        convention = self.wm.robot.get("proprio_from_env", "rt1")  # checkpoints before the key were RT-1's
+        if convention not in PROPRIO_FROM_ENV:
+            raise ConfigError(
+                f"robot.proprio_from_env={convention!r} in the checkpoint; use one of {sorted(PROPRIO_FROM_ENV)}"
+            )
+        self.proprio_from_env = PROPRIO_FROM_ENV[convention]
 
     def reset(self, instruction: str, seed: int) -> None:
         self.history: list[torch.Tensor] = []
@@ -82,7 +92,7 @@ class WorldModelPolicy:
 
     @torch.no_grad()
     def act(self, obs: dict) -> ActionChunk:
-        frame = to_model_frame(obs["image"], self.wm.image_size).to(self.device)
+        frame = to_model_frame(obs["image"], self.wm.image_size, self.crop).to(self.device)
         # before the episode's first frame the context repeats it, as the training windows do
         self.history = self.history[1:] + [frame] if self.history else [frame] * self.context
         ctx = torch.stack(self.history)[None]  # (1, C, 3, S, S)
@@ -116,16 +126,17 @@ class WorldModelPolicy:
         """(1, cond_dim): the instruction embedding, then the standardised proprioception if trained with it."""
         if not self.wm.worldmodel.proprio:
             return self.instruction
-        proprio = np.asarray(obs.get("proprio", np.zeros(0)), np.float32).reshape(-1)
-        keys = list(self.wm.robot.get("data", {}).get("proprio_keys") or [])
-        if keys == RT1_PROPRIO_KEYS and proprio.shape == (8,):
-            proprio = rt1_proprio(proprio)  # the env's convention -> RT-1's fields, as the writer stored them
+        sent = np.asarray(obs.get("proprio", np.zeros(0)), np.float32).reshape(-1)
+        try:  # the env's convention -> the dataset's fields, as the writer stored them
+            proprio = self.proprio_from_env(sent)
+        except DataError:
+            proprio = sent
         stats = self.wm.proprio_stats
         if stats is None or proprio.shape != (len(stats.q01),):
             want = len(stats.q01) if stats else "?"
             raise ConfigError(
                 f"this checkpoint conditions on proprioception ({want} numbers, worldmodel.proprio=true) but "
-                f"the env sent {proprio.shape[0]}"
+                f"the env sent {sent.shape[0]}"
             )
         p = torch.from_numpy(stats.normalize(proprio)).float()[None].to(self.device)
         return torch.cat([self.instruction, p], dim=1)

@@ -305,3 +305,18 @@ def test_config_errors_name_the_key():
         build_dataset(DataConfig(name="moving_shapes", num_classes=50))
     with pytest.raises(ConfigError, match="data.frames=4"):
         build_dataset(DataConfig(name="synthetic_images", frames=4))
+
+
+def test_crop_window_turns_fractions_into_pixels():
+    from worldflow.data.images import crop_window
+
+    assert crop_window(256, 320, None) == (slice(0, 256), slice(0, 320))
+    assert crop_window(256, 320, [0.0, 0.25, 0.7, 0.5]) == (slice(0, 179), slice(80, 240))
+    # the same box on SimplerEnv's 512x640 frames keeps the same part of the picture
+    assert crop_window(512, 640, [0.0, 0.25, 0.7, 0.5]) == (slice(0, 358), slice(160, 480))
+    with pytest.raises(ConfigError, match="keeps no pixel of a 4x4"):
+        crop_window(4, 4, [0.0, 0.0, 0.1, 1.0])
+    with pytest.raises(ConfigError, match=r"robot\.data\.crop=\[0\.0, 0\.5, 1\.0, 0\.6\]"):
+        crop_window(256, 320, [0.0, 0.5, 1.0, 0.6])
+    with pytest.raises(ConfigError, match="robot.data.crop"):
+        crop_window(256, 320, [0.0, 0.0, float("nan"), 1.0])

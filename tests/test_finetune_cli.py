@@ -68,6 +68,7 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
         f"run_dir={tmp_path / 'ft'}",
         f"init_from={tmp_path / 'pre'}",
         "model.isolate_fixed=true",  # the cached policy path, end to end
+        "robot.data.crop=[0.0,0.1,0.9,0.8]",  # recorded in the checkpoint, applied by the policy
         cwd=tmp_path,
     )
     assert ok.returncode == 0, ok.stderr[-3000:]
@@ -106,6 +107,7 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
         policy_factory(PolicyConfig(checkpoint=str(tmp_path / "ft")), robot="bridge", suite="cpu")
     make = policy_factory(PolicyConfig(checkpoint=str(tmp_path / "ft"), steps=2), robot="rt1", suite="cpu")
     policy = make(None)
+    assert policy.crop == [0.0, 0.1, 0.9, 0.8]  # the training frames' crop, from the checkpoint
     policy.reset("open top drawer", 0)
     from worldflow.errors import ConfigError
 
@@ -125,3 +127,15 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
         policy.condition({"proprio": half}).numpy(),
         policy.condition({"proprio": np.zeros(8, np.float32)}).numpy(),
     )
+    # the conversion is the robot's (robot.proprio_from_env), not keyed on RT-1's field names
+    from policies.world_model import WorldModelPolicy
+
+    wm.robot["proprio_from_env"] = "none"  # an env that already sends the dataset's fields
+    raw = WorldModelPolicy(wm, steps=2)
+    raw.reset("open top drawer", 0)
+    assert not np.array_equal(
+        raw.condition({"proprio": half}).numpy(), raw.condition({"proprio": full}).numpy()
+    )
+    wm.robot["proprio_from_env"] = "bridge_eef"
+    with pytest.raises(ConfigError, match=r"robot\.proprio_from_env='bridge_eef'.*\['none', 'rt1'\]"):
+        WorldModelPolicy(wm)

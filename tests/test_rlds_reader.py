@@ -111,3 +111,31 @@ def test_nan_actions_in_a_dataset_name_the_episode_and_leave_no_cache(tmp_path, 
     with pytest.raises(DataError, match=r"episode 1.*NaN"):
         open_cache(RobotDataConfig(root=str(tmp_path / "rt1")), 16, tmp_path / "cache", progress=False)
     assert not any((tmp_path / "cache").glob("*/meta.json"))
+
+
+def test_crop_keeps_the_box_before_resizing_as_the_policy_does(dataset, tmp_path):
+    from policies.world_model import to_model_frame
+
+    crop = [0.0, 0.5, 0.5, 0.5]  # the top-right quarter of the 256x320 frames
+    full = open_cache(RobotDataConfig(root=str(dataset)), 16, tmp_path / "cache", progress=False)
+    cfg = RobotDataConfig(root=str(dataset), crop=crop)
+    cropped = open_cache(cfg, 16, tmp_path / "cache", progress=False)
+    assert cropped.path != full.path and cropped.meta["config"]["crop"] == crop  # part of the cache's key
+    image = tiny_episodes()[0].image[0]  # (256, 320, 3), stored as JPEG
+    as_policy = ((to_model_frame(image, 16, crop) + 1) * 127.5).permute(1, 2, 0).numpy()
+    whole = ((to_model_frame(image, 16) + 1) * 127.5).permute(1, 2, 0).numpy()
+    # the policy's frame matches the cache's within JPEG error; the uncropped frame does not
+    assert np.abs(cropped.frames[0] - as_policy).mean() < 2
+    assert np.abs(cropped.frames[0] - whole).mean() > 15
+    assert np.abs(full.frames[0] - whole).mean() < 2
+
+
+@pytest.mark.parametrize(
+    "crop", [[0.5, 0.0, 0.6, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0], [-0.1, 0, 1, 1]]
+)
+def test_bad_crop_fails_before_anything_is_written(dataset, tmp_path, crop):
+    from worldflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"robot\.data\.crop=.*top, left, height, width"):
+        open_cache(RobotDataConfig(root=str(dataset), crop=crop), 16, tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from worldflow.errors import DataError
+from worldflow.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as PIL's convert("L")
@@ -76,6 +76,34 @@ def to_grey(rgb: np.ndarray) -> np.ndarray:
     """(..., 3) RGB -> (..., 1) luminance, keeping uint8 or float."""
     grey = (rgb @ LUMINANCE)[..., None]
     return np.round(grey).astype(np.uint8) if rgb.dtype == np.uint8 else grey
+
+
+def crop_window(height: int, width: int, crop: list[float] | None) -> tuple[slice, slice]:
+    """Rows and columns of an (height, width) frame kept by `crop` = [top, left, height, width] as fractions of
+    the frame (so one box fits a dataset's 256x320 frames and SimplerEnv's 512x640 alike); None keeps all.
+    The one place for the crop that the episode cache applies before resizing and the world-model policy
+    applies to the env's frames (robot.data.crop)."""
+    if crop is None:
+        return slice(0, height), slice(0, width)
+    box = [float(v) for v in crop]
+    top, left, h, w = box if len(box) == 4 else (0.0, 0.0, 0.0, 0.0)
+    if (
+        len(box) != 4
+        or not np.isfinite(box).all()
+        or min(top, left) < 0
+        or min(h, w) <= 0
+        or top + h > 1 + 1e-9
+        or left + w > 1 + 1e-9
+    ):
+        raise ConfigError(
+            f"robot.data.crop={list(crop)!r}: expected [top, left, height, width] as fractions of the frame, "
+            "each >= 0, height and width > 0, top + height <= 1 and left + width <= 1"
+        )
+    r0, r1 = round(top * height), round((top + h) * height)
+    c0, c1 = round(left * width), round((left + w) * width)
+    if r1 <= r0 or c1 <= c0:
+        raise ConfigError(f"robot.data.crop={list(crop)!r} keeps no pixel of a {width}x{height} (WxH) frame")
+    return slice(r0, r1), slice(c0, c1)
 
 
 def fit_size(x: torch.Tensor, size: int, resize: bool, name: str) -> torch.Tensor:

@@ -17,6 +17,7 @@ import numpy as np
 
 from worldflow.data.actions import rel2abs_gripper
 from worldflow.data.cache import CacheWriter, EpisodeCache
+from worldflow.data.images import crop_window
 from worldflow.errors import DataError
 
 
@@ -37,6 +38,7 @@ class RobotDataConfig:
     terminate_key: str | None = "terminate_episode"  # one-hot (3,), index 0 = terminate; or a scalar
     proprio_keys: list[str] = field(default_factory=lambda: ["base_pose_tool_reached", "gripper_closed"])
     max_episodes: int | None = None
+    crop: list[float] | None = None  # [top, left, height, width] fractions kept before resizing; None: all
 
 
 def dataset_dir(cfg: RobotDataConfig) -> str:
@@ -181,7 +183,9 @@ def convert(cfg: RobotDataConfig, image_size: int, out_dir: str | Path, progress
             where = f"{d} episode {e}"
             steps = next(iter(episode["steps"].batch(1 << 16)))
             obs = steps["observation"]
-            images = tf.image.resize(obs[cfg.image_key], (image_size, image_size), method="area")
+            images = obs[cfg.image_key]
+            rows, cols = crop_window(int(images.shape[1]), int(images.shape[2]), cfg.crop)
+            images = tf.image.resize(images[:, rows, cols], (image_size, image_size), method="area")
             frames = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8).numpy()
             arrays = tf.nest.map_structure(
                 lambda x: x.numpy(), {"observation": dict(obs), "action": dict(steps["action"])}
@@ -218,6 +222,7 @@ def open_cache(
     cfg: RobotDataConfig, image_size: int, cache_root: str | Path, progress: bool = True
 ) -> EpisodeCache:
     """The cache for this dataset and image size: built once, then reused (keyed by the source hash)."""
+    crop_window(1000, 1000, cfg.crop)  # a bad box fails before anything is read or written
     path = Path(cache_root) / f"{cfg.name}-{cfg.version}-{image_size}px-{source_hash(cfg, image_size)}"
     if not (path / "meta.json").is_file():
         print(f"building episode cache {path} from {dataset_dir(cfg)} (once)")

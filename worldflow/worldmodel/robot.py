@@ -27,3 +27,7 @@ class RobotConfig:
     env_tasks: list[str] = field(default_factory=lambda: ["google_robot_all"])
     rotation: str = "axis_angle"  # axis_angle (RT-1: passed through) | rpy (Octo/OpenVLA: converted)
     gripper_out: str = "relative"  # what the env takes: relative (+1 close, -1 open)
+    # How the env's proprioception (xyz ‖ quaternion w-first ‖ closedness, the suite's and the SimplerEnv
+    # worker's) becomes the dataset's proprio_keys when the policy runs: rt1 (envs.rlds_writer.rt1_proprio)
+    # | none (the env already sends the dataset's fields)
+    proprio_from_env: str = "rt1"
