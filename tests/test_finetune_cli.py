@@ -75,7 +75,7 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     metrics = json.loads((tmp_path / "ft" / "openloop" / "step_0000003" / "openloop.json").read_text())
     assert len(metrics["psnr_per_step"]) == 4 and len(metrics["action_l1_per_dim_env_units"]) == 7
     # two held-out windows: each is sampled again from the other's frames
-    assert metrics["action_image_sensitivity"] >= 0
+    assert metrics["action_image_sensitivity"] >= 0 and metrics["action_noise_sensitivity"] > 0
     assert (tmp_path / "ft" / "openloop" / "step_0000003" / "frames.gif").is_file()
     samp = cli(
         "-m",

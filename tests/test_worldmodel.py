@@ -182,6 +182,22 @@ def test_image_sensitivity_is_zero_only_for_a_policy_blind_to_frames():
     assert image_sensitivity(m2, ctx[:1], cond[:1], truth[:1], pred[:1], cfg) is None
 
 
+def test_noise_sensitivity_sees_a_policy_that_follows_its_seed():
+    from worldflow.worldmodel.openloop import OpenLoopConfig, image_sensitivity, noise_sensitivity
+
+    ctx, cond = torch.rand(3, 2, 3, 8, 8) * 2 - 1, torch.randn(3, 512)
+    truth = torch.randn(3, 4, 7)
+    cfg = OpenLoopConfig(steps=3)
+    m = wm_model().eval()  # zero-initialised output: velocity 0, so every chunk is its own starting noise
+    pred = predict(m, ctx, cond, "policy", steps=3, seed=cfg.seed)["actions"]
+    truth_gap = (truth.roll(1, 0) - truth).abs().mean()
+    # two standard normal draws differ by 2 / sqrt(pi) on average; 84 numbers, so a loose tolerance
+    expected = 2 / np.pi**0.5 / float(truth_gap)
+    assert noise_sensitivity(m, ctx, cond, truth, pred, cfg) == pytest.approx(expected, rel=0.3)
+    assert image_sensitivity(m, ctx, cond, truth, pred, cfg) == pytest.approx(0.0, abs=1e-6)
+    assert noise_sensitivity(m, ctx[:1], cond[:1], truth[:1], pred[:1], cfg) is None
+
+
 def test_isolate_fixed_blocks_only_fixed_to_noised_attention():
     # With isolate_fixed, changing the noised tokens (actions in policy mode) leaves every fixed token's
     # hidden state unchanged, while noised tokens still see the context; without it, context tokens change.

@@ -6,7 +6,9 @@ action errors in a JSON.
 again, with the same condition and noise, from the next window's context frames, and the mean change is
 divided by the mean difference between the two windows' true chunks. Near 0, actions ignore the image (e.g.
 a grasp aimed at the average object position); near 1 or above, swapping the image moves them as much as
-the truth moves."""
+the truth moves. `action_noise_sensitivity` is the same ratio with the sampling noise changed instead of the
+frames: when it is the larger one, the seed decides the chunk more than the image does (a policy sampling
+the data's spread of object positions rather than looking for the object)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     )["frames"]
     pred_actions = predict(model, ctx, batch["cond"], "policy", steps=cfg.steps, seed=cfg.seed)["actions"]
     sensitivity = image_sensitivity(model, ctx, batch["cond"], batch["actions"], pred_actions, cfg)
+    noise = noise_sensitivity(model, ctx, batch["cond"], batch["actions"], pred_actions, cfg)
 
     valid_f = batch["frame_valid"][:, context:].float()
     p, s = psnr(pred_frames, future), ssim(pred_frames, future)  # (B, H)
@@ -70,6 +73,7 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     }
     if sensitivity is not None:
         metrics["action_image_sensitivity"] = sensitivity
+        metrics["action_noise_sensitivity"] = noise
     if pred_actions.shape[-1] > 7:  # terminate channel: does the model end the (sub)task where the data does
         agree = ((pred_actions[..., 7] > 0) == (batch["actions"][..., 7] > 0)).float() * valid_a[..., 0]
         metrics["terminate_accuracy"] = float(agree.sum() / n_valid)
@@ -86,7 +90,8 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     plot_actions(env_true[0], env_pred[0], out_dir / "actions.png")
     print(
         f"open-loop: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, action L1 {metrics['action_l1_normalized']:.3f}, "
-        f"image sensitivity {metrics.get('action_image_sensitivity', float('nan')):.3f} -> {out_dir}"
+        f"image sensitivity {metrics.get('action_image_sensitivity', float('nan')):.3f}, "
+        f"noise sensitivity {metrics.get('action_noise_sensitivity', float('nan')):.3f} -> {out_dir}"
     )
     return metrics
 
@@ -98,7 +103,22 @@ def image_sensitivity(model, ctx, cond, true_actions, pred_actions, cfg: OpenLoo
     if len(ctx) < 2:
         return None
     swapped = predict(model, ctx.roll(1, 0), cond, "policy", steps=cfg.steps, seed=cfg.seed)["actions"]
-    moved = (swapped[..., :7] - pred_actions[..., :7]).abs().mean()
+    return _relative_change(swapped, pred_actions, true_actions)
+
+
+@torch.no_grad()
+def noise_sensitivity(model, ctx, cond, true_actions, pred_actions, cfg: OpenLoopConfig) -> float | None:
+    """Mean |policy(seed) - policy(another seed)|, frames and condition unchanged, over the same scale as
+    `image_sensitivity` (None for a single window)."""
+    if len(ctx) < 2:
+        return None
+    other = predict(model, ctx, cond, "policy", steps=cfg.steps, seed=cfg.seed + 1)["actions"]
+    return _relative_change(other, pred_actions, true_actions)
+
+
+def _relative_change(changed, pred_actions, true_actions) -> float:
+    """Mean |changed - pred| over mean |true - next window's true|, seven env channels, normalised units."""
+    moved = (changed[..., :7] - pred_actions[..., :7]).abs().mean()
     truth = (true_actions.roll(1, 0)[..., :7] - true_actions[..., :7]).abs().mean()
     return float(moved / truth.clamp_min(1e-6))
 
