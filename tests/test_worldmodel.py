@@ -30,15 +30,17 @@ def test_percentile_normalisation_and_inverse():
     rng = np.random.default_rng(0)
     acts = np.concatenate([rng.normal(0, 0.02, (1000, 6)), rng.integers(0, 2, (1000, 1))], axis=1)
     acts[:, 5] = 0.3  # a constant dimension: q01 == q99
+    acts[:, 4] = rng.normal(0.1, 1e-4, 1000)  # numerical noise around a constant (range under MIN_RANGE)
     stats = ActionStats.compute(acts)
     n = stats.normalize(acts)
-    assert n[:, :5].min() == -1 and n[:, :5].max() == 1
-    assert (n[:, 5] == 0).all()  # constant dimension set to 0
+    assert n[:, :4].min() == -1 and n[:, :4].max() == 1
+    assert (n[:, 5] == 0).all() and (n[:, 4] == 0).all()  # constant dimensions set to 0, noise included
+    assert np.allclose(stats.denormalize(n)[:, 4], 0.1, atol=5e-4)  # restored as the middle of the range
     assert np.array_equal(n[:, 6], acts[:, 6])  # gripper not normalised
     q = np.array(stats.q01), np.array(stats.q99)
-    inside = ((acts[:, :5] > q[0][:5]) & (acts[:, :5] < q[1][:5])).all(1)
+    inside = ((acts[:, :4] > q[0][:4]) & (acts[:, :4] < q[1][:4])).all(1)
     back = stats.denormalize(n)
-    np.testing.assert_allclose(back[inside][:, :5], acts[inside][:, :5], atol=1e-6)
+    np.testing.assert_allclose(back[inside][:, :4], acts[inside][:, :4], atol=1e-6)
     assert np.allclose(back[:, 5], 0.3)
     by_hand = 2 * (acts[0, 0] - stats.q01[0]) / (stats.q99[0] - stats.q01[0] + 1e-8) - 1
     assert n[0, 0] == pytest.approx(np.clip(by_hand, -1, 1), abs=1e-6)
@@ -280,3 +282,35 @@ def test_windows_carry_proprioception_and_terminate(tmp_path):
     assert cfg.cond_dim == 520 and cfg.action_dim == 8
     with pytest.raises(ConfigError, match="no proprioception"):
         wm_cfg.model_config(ModelConfig(size="debug"), 8, 512, proprio_dim=0)
+
+
+def test_mirrored_windows_flip_frames_and_the_lateral_signs(tmp_path):
+    from worldflow.data.cache import CacheWriter, EpisodeCache
+    from worldflow.data.windows import WindowDataset
+    from worldflow.errors import ConfigError
+    from worldflow.worldmodel.robot import RobotConfig
+
+    rng = np.random.default_rng(0)
+    writer = CacheWriter(tmp_path / "c", 8, {})
+    frames = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    actions = rng.uniform(-0.05, 0.05, (5, 7)).astype(np.float32)
+    actions[:, 3:6] = rng.uniform(-0.2, 0.2, (5, 3))
+    actions[:, 6] = [1, 1, 0, 0, 1]
+    proprio = rng.uniform(-1, 1, (5, 8)).astype(np.float32)
+    writer.add(frames, actions, np.zeros(5, bool), proprio, "pick", np.zeros(4, np.float32))
+    cache = EpisodeCache(writer.finish())
+    robot = RobotConfig()
+    signs = (robot.mirror_action_signs, robot.mirror_proprio_signs)
+    plain = WindowDataset(cache, 2, 2, 3, proprio=True)
+    both = WindowDataset(cache, 2, 2, 3, proprio=True, mirror=signs)
+    assert len(both) == 2 * len(plain) == 8
+    a, m = plain[1], both[len(plain) + 1]  # window 1 and its mirror image
+    assert torch.equal(m["x"], a["x"].flip(-1))  # frames flipped left-right
+    stats = cache.stats
+    want = stats.normalize(actions[1:4] * np.array([1, -1, 1, -1, 1, -1, 1], np.float32))
+    np.testing.assert_allclose(m["actions"].numpy(), want, atol=1e-6)  # y, rx, rz change sign
+    mirrored_p = proprio[1] * np.array([1, -1, 1, -1, 1, -1, 1, 1], np.float32)  # y, qx, qz change sign
+    np.testing.assert_allclose(m["cond"][4:].numpy(), cache.proprio_stats.normalize(mirrored_p), atol=1e-6)
+    assert torch.equal(both[1]["x"], a["x"])  # the first half is the data as it is
+    with pytest.raises(ConfigError, match="mirror_action_signs has 3 signs"):
+        WindowDataset(cache, 2, 2, 3, mirror=([1, -1, 1], robot.mirror_proprio_signs))

@@ -45,6 +45,9 @@ class FinetuneConfig:
     init_from: str | None = None
     expected_missing: list[str] = field(default_factory=list)
     init_drop: list[str] = field(default_factory=list)
+    # train on every window and its left-right mirror image too (worldflow/data/windows.py): for scenes
+    # symmetric about the camera's vertical plane, with a crop symmetric about the image centre
+    augment_mirror: bool = False
 
 
 def resolve_dataset(cfg: FinetuneConfig) -> None:
@@ -69,7 +72,10 @@ def run(cfg: FinetuneConfig, raw: dict) -> dict:
     train_eps, val_eps = split_episodes(len(cache), cfg.val_episodes)
     wm = cfg.worldmodel
     flags = {"proprio": wm.proprio, "terminate": wm.terminate}
-    dataset = WindowDataset(cache, wm.context, wm.horizon, wm.action_horizon, train_eps, **flags)
+    mirror = (cfg.robot.mirror_action_signs, cfg.robot.mirror_proprio_signs) if cfg.augment_mirror else None
+    dataset = WindowDataset(
+        cache, wm.context, wm.horizon, wm.action_horizon, train_eps, **flags, mirror=mirror
+    )
     proprio_dim = cache.proprio.shape[1]
     model_cfg = wm.model_config(cfg.model, cfg.image_size, cache.embeddings.shape[1], proprio_dim)
     model = DiT(model_cfg)

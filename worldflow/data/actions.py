@@ -1,8 +1,11 @@
 """Action standardisation as Octo and OpenVLA do it (DESIGN.md §3).
 
 7-d action = world_vector ‖ rotation_delta ‖ absolute gripper (1 = open, 0 = closed). Normalisation is
-OpenVLA's BOUNDS_Q99: clip(2·(x − q01)/(q99 − q01 + 1e-8) − 1, −1, 1), dimensions with q01 == q99 set to
-0, the gripper left as is (mask 6×True + False).
+OpenVLA's BOUNDS_Q99: clip(2·(x − q01)/(q99 − q01 + 1e-8) − 1, −1, 1), the gripper left as is (mask
+6×True + False). Dimensions whose q01..q99 range is under MIN_RANGE are constant: normalised to 0 and
+restored as the middle of that range. OpenVLA zeroes only q01 == q99; a range of numerical noise (the CPU
+suite's experts send rotation deltas of ±3e-4 rad, yaw ±3e-7, where RT-1's span ±0.1 rad) would otherwise
+be stretched to [−1, 1] and the model trained to predict noise in three of its seven channels.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 from worldflow.errors import DataError
 
 GRIPPER_THRESHOLD = 0.1
+MIN_RANGE = 1e-3  # metres or radians per step: a q01..q99 range below this is numerical noise
 
 
 def rel2abs_gripper(relative: np.ndarray) -> np.ndarray:
@@ -85,7 +89,7 @@ class ActionStats:
         mask = np.asarray(self.mask)
         x = np.asarray(actions, dtype=np.float64)
         normed = np.clip(2 * (x - q01) / (q99 - q01 + 1e-8) - 1, -1, 1)
-        normed = np.where(q01 == q99, 0.0, normed)
+        normed = np.where(q99 - q01 < MIN_RANGE, 0.0, normed)
         return np.where(mask, normed, x).astype(np.float32)
 
     def denormalize(self, normed: np.ndarray) -> np.ndarray:
@@ -94,5 +98,5 @@ class ActionStats:
         mask = np.asarray(self.mask)
         x = np.asarray(normed, dtype=np.float64)
         raw = (np.clip(x, -1, 1) + 1) / 2 * (q99 - q01 + 1e-8) + q01
-        raw = np.where(q01 == q99, q01, raw)
+        raw = np.where(q99 - q01 < MIN_RANGE, (q01 + q99) / 2, raw)
         return np.where(mask, raw, x).astype(np.float32)

@@ -31,3 +31,8 @@ class RobotConfig:
     # worker's) becomes the dataset's proprio_keys when the policy runs: rt1 (envs.rlds_writer.rt1_proprio)
     # | none (the env already sends the dataset's fields)
     proprio_from_env: str = "rt1"
+    # What a left-right reflection (y -> -y) does to the dataset's actions and proprioception, for the
+    # fine-tune's augment_mirror: RT-1's world_vector ‖ rotation_delta (an axis-angle vector: x and z flip)
+    # ‖ gripper, and base_pose_tool_reached (xyz ‖ quaternion x, y, z, w: x and z flip) ‖ gripper_closed.
+    mirror_action_signs: list[float] = field(default_factory=lambda: [1, -1, 1, -1, 1, -1, 1])
+    mirror_proprio_signs: list[float] = field(default_factory=lambda: [1, -1, 1, -1, 1, -1, 1, 1])
