@@ -78,6 +78,19 @@ def to_grey(rgb: np.ndarray) -> np.ndarray:
     return np.round(grey).astype(np.uint8) if rgb.dtype == np.uint8 else grey
 
 
+def check_crop(crop: list[float]) -> tuple[float, float, float, float]:
+    """`crop` as (top, left, height, width) fractions, or ConfigError naming robot.data.crop."""
+    box = [float(v) for v in crop]
+    if len(box) == 4 and np.isfinite(box).all():
+        top, left, h, w = box
+        if min(top, left) >= 0 and min(h, w) > 0 and top + h <= 1 + 1e-9 and left + w <= 1 + 1e-9:
+            return top, left, h, w
+    raise ConfigError(
+        f"robot.data.crop={list(crop)!r}: expected [top, left, height, width] as fractions of the frame, "
+        "each >= 0, height and width > 0, top + height <= 1 and left + width <= 1"
+    )
+
+
 def crop_window(height: int, width: int, crop: list[float] | None) -> tuple[slice, slice]:
     """Rows and columns of an (height, width) frame kept by `crop` = [top, left, height, width] as fractions of
     the frame (so one box fits a dataset's 256x320 frames and SimplerEnv's 512x640 alike); None keeps all.
@@ -85,20 +98,7 @@ def crop_window(height: int, width: int, crop: list[float] | None) -> tuple[slic
     applies to the env's frames (robot.data.crop)."""
     if crop is None:
         return slice(0, height), slice(0, width)
-    box = [float(v) for v in crop]
-    top, left, h, w = box if len(box) == 4 else (0.0, 0.0, 0.0, 0.0)
-    if (
-        len(box) != 4
-        or not np.isfinite(box).all()
-        or min(top, left) < 0
-        or min(h, w) <= 0
-        or top + h > 1 + 1e-9
-        or left + w > 1 + 1e-9
-    ):
-        raise ConfigError(
-            f"robot.data.crop={list(crop)!r}: expected [top, left, height, width] as fractions of the frame, "
-            "each >= 0, height and width > 0, top + height <= 1 and left + width <= 1"
-        )
+    top, left, h, w = check_crop(crop)
     r0, r1 = round(top * height), round((top + h) * height)
     c0, c1 = round(left * width), round((left + w) * width)
     if r1 <= r0 or c1 <= c0:

@@ -17,7 +17,7 @@ import numpy as np
 
 from worldflow.data.actions import rel2abs_gripper
 from worldflow.data.cache import CacheWriter, EpisodeCache
-from worldflow.data.images import crop_window
+from worldflow.data.images import check_crop, crop_window
 from worldflow.errors import DataError
 
 
@@ -222,7 +222,8 @@ def open_cache(
     cfg: RobotDataConfig, image_size: int, cache_root: str | Path, progress: bool = True
 ) -> EpisodeCache:
     """The cache for this dataset and image size: built once, then reused (keyed by the source hash)."""
-    crop_window(1000, 1000, cfg.crop)  # a bad box fails before anything is read or written
+    if cfg.crop is not None:
+        check_crop(cfg.crop)  # a bad box fails before anything is read or written
     path = Path(cache_root) / f"{cfg.name}-{cfg.version}-{image_size}px-{source_hash(cfg, image_size)}"
     if not (path / "meta.json").is_file():
         print(f"building episode cache {path} from {dataset_dir(cfg)} (once)")
