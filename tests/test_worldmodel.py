@@ -314,3 +314,39 @@ def test_mirrored_windows_flip_frames_and_the_lateral_signs(tmp_path):
     assert torch.equal(both[1]["x"], a["x"])  # the first half is the data as it is
     with pytest.raises(ConfigError, match="mirror_action_signs has 3 signs"):
         WindowDataset(cache, 2, 2, 3, mirror=([1, -1, 1], robot.mirror_proprio_signs))
+
+
+def test_keyframe_repeats_pick_the_steps_only_the_image_decides(tmp_path):
+    from worldflow.data.windows import keyframe_repeats, window_index
+
+    # Two instructions, 6 episodes each, the arm's state the same at every step of every episode.
+    # "open": the same actions in every episode (the state decides them). "reach": steps 0-2 go to a side
+    # that differs per episode (left or right: only the image could tell), steps 3-7 are the same again.
+    rng = np.random.default_rng(0)
+    writer = CacheWriter(tmp_path / "c", 8, {})
+    for instruction in ("open", "reach"):
+        for e in range(6):
+            actions = np.tile(np.array([0.02, 0.0, -0.01, 0, 0, 0, 0], np.float32), (8, 1))
+            if instruction == "reach":
+                actions[:3, 1] = 0.05 if e % 2 else -0.05
+            proprio = np.tile(np.linspace(-1, 1, 8, dtype=np.float32)[:, None], (1, 8))
+            frames = rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
+            writer.add(frames, actions, np.zeros(8, bool), proprio, instruction, np.zeros(4, np.float32))
+    cache = EpisodeCache(writer.finish())
+    episodes = list(range(12))
+    index = window_index(cache, episodes)
+    assert index.shape == (12 * 7, 2) and index[7].tolist() == [1, 0]
+    repeats, residual = keyframe_repeats(cache, episodes, action_horizon=2, repeat=4, neighbours=4)
+    reach = np.array(cache.meta["instructions"])[index[:, 0]] == "reach"
+    deciding = reach & (index[:, 1] <= 2)  # chunks [t, t+1] that contain a side step
+    assert residual[deciding].min() > 10 * residual[~deciding].max()
+    assert (repeats[deciding] >= 4).all() and repeats.max() == 5  # near the 90th percentile: 1 + repeat
+    assert (repeats[~deciding] == 1).all()
+    dataset = WindowDataset(cache, 2, 2, 2, episodes, repeats=repeats)
+    assert len(dataset) == 12 * 7 + repeats.sum() - len(repeats)
+    seen = [tuple(row) for row in dataset.index.tolist()]
+    assert seen.count((7, 0)) == 5 and seen.count((0, 0)) == 1  # a deciding window, an "open" one
+    with pytest.raises(ConfigError, match="keyframe_repeat=-1"):
+        keyframe_repeats(cache, episodes, 2, -1)
+    with pytest.raises(ConfigError, match="expected 84 counts >= 1"):
+        WindowDataset(cache, 2, 2, 2, episodes, repeats=np.zeros(84, np.int64))

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 import worldflow
 from worldflow.config import CONFIG_DIR, LoggerConfig, entry_point, typed
 from worldflow.data.rlds import open_cache
-from worldflow.data.windows import WindowDataset, split_episodes
+from worldflow.data.windows import WindowDataset, keyframe_repeats, split_episodes
 from worldflow.logger import MetricLogger
 from worldflow.model.dit import DiT, ModelConfig
 from worldflow.objectives import build_objective, objective_config
@@ -48,6 +49,9 @@ class FinetuneConfig:
     # train on every window and its left-right mirror image too (worldflow/data/windows.py): for scenes
     # symmetric about the camera's vertical plane, with a crop symmetric about the image centre
     augment_mirror: bool = False
+    # draw windows whose actions the arm's state alone predicts badly up to 1 + keyframe_repeat times as
+    # often (worldflow.data.windows.keyframe_repeats; 0 = every window once)
+    keyframe_repeat: int = 0
 
 
 def resolve_dataset(cfg: FinetuneConfig) -> None:
@@ -73,8 +77,15 @@ def run(cfg: FinetuneConfig, raw: dict) -> dict:
     wm = cfg.worldmodel
     flags = {"proprio": wm.proprio, "terminate": wm.terminate}
     mirror = (cfg.robot.mirror_action_signs, cfg.robot.mirror_proprio_signs) if cfg.augment_mirror else None
+    repeats = None
+    if cfg.keyframe_repeat:
+        repeats, residual = keyframe_repeats(cache, train_eps, wm.action_horizon, cfg.keyframe_repeat)
+        print(
+            f"keyframe_repeat={cfg.keyframe_repeat}: {int((repeats > 1).sum())} of {len(repeats)} windows "
+            f"repeated, {repeats.sum()} in all (median residual {np.median(residual):.3f})"
+        )
     dataset = WindowDataset(
-        cache, wm.context, wm.horizon, wm.action_horizon, train_eps, **flags, mirror=mirror
+        cache, wm.context, wm.horizon, wm.action_horizon, train_eps, **flags, mirror=mirror, repeats=repeats
     )
     proprio_dim = cache.proprio.shape[1]
     model_cfg = wm.model_config(cfg.model, cfg.image_size, cache.embeddings.shape[1], proprio_dim)

@@ -8,6 +8,9 @@ With `mirror` (the robot's sign vectors for a reflection y -> -y), the dataset a
 left-right mirrored: frames flipped horizontally, actions and proprioception multiplied by the signs. Items
 stay a function of the index: index n + i is window i mirrored. Only right for a scene and camera symmetric
 about the camera's vertical plane (the CPU suite's head camera looks straight ahead at y = 0).
+
+With `repeats` (see `keyframe_repeats`), window i appears repeats[i] times in the index, so a permutation
+sampler draws the windows where the image decides the action more often.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class WindowDataset(Dataset):
         proprio: bool = False,
         terminate: bool = False,
         mirror: tuple[list[float], list[float]] | None = None,
+        repeats: np.ndarray | None = None,
     ):
         self.cache = cache
         self.proprio, self.terminate = proprio, terminate
@@ -48,15 +52,16 @@ class WindowDataset(Dataset):
         self.context, self.horizon, self.action_horizon = context, horizon, action_horizon
         self.stats = stats or cache.stats
         self.episodes = list(range(len(cache))) if episodes is None else list(episodes)
-        index = []
-        for e in self.episodes:
-            start, length = cache.episodes[e]
-            if length < 2:
-                continue
-            index += [(e, t) for t in range(length - 1)]  # at least one real future frame
-        if not index:
+        self.index = window_index(cache, self.episodes)
+        if not len(self.index):
             raise DataError(f"episode cache {cache.path}: no episode with at least 2 steps")
-        self.index = np.asarray(index, dtype=np.int64)
+        if repeats is not None:
+            repeats = np.asarray(repeats)
+            if repeats.shape != (len(self.index),) or (repeats < 1).any():
+                raise ConfigError(
+                    f"window repeats: expected {len(self.index)} counts >= 1, got shape {repeats.shape}"
+                )
+            self.index = np.repeat(self.index, repeats, axis=0)
         self.mirror = None
         if mirror is not None:
             action_signs, proprio_signs = (np.asarray(v, np.float32) for v in mirror)
@@ -103,3 +108,60 @@ class WindowDataset(Dataset):
             "frame_valid": torch.from_numpy(frame_valid),
             "action_valid": torch.from_numpy(action_valid),
         }
+
+
+def window_index(cache: EpisodeCache, episodes: list[int]) -> np.ndarray:
+    """(N, 2) (episode, step) of every window of `episodes`: each step with at least one real future frame."""
+    rows = [(e, t) for e in episodes for t in range(cache.episodes[e][1] - 1)]
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def keyframe_repeats(
+    cache: EpisodeCache,
+    episodes: list[int],
+    action_horizon: int,
+    repeat: int,
+    neighbours: int = 16,
+    reference: int = 20_000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per window, how many times to repeat it: 1 + round(repeat * min(1, r / r90)), and r itself.
+
+    r is how far the window's normalised action chunk lies from the mean chunk of its `neighbours` nearest
+    windows by proprioception, among windows of *other* episodes with the same instruction; r90 its 90th
+    percentile. Where the arm's state alone fixes the next actions (opening a drawer that is always in the
+    same place) r is ~0; where the same state leads to different actions (the first steps toward an apple
+    that is somewhere else in every episode) only the image can tell, and those windows are drawn up to
+    1 + repeat times as often. The idea is the keyframe weighting of Wen et al., "Keyframe-Focused Visual
+    Imitation Learning" (ICML 2021), which upweights the steps whose action the past alone predicts badly.
+    Each instruction's windows are compared with at most `reference` of them (seeded), bounding the cost.
+    """
+    if repeat < 0:
+        raise ConfigError(f"keyframe_repeat={repeat}: must be >= 0")
+    if cache.proprio.shape[1] == 0:
+        raise DataError(f"episode cache {cache.path}: keyframe_repeat needs proprioception, and it has none")
+    index = window_index(cache, episodes)
+    starts, lengths = cache.episodes[index[:, 0], 0], cache.episodes[index[:, 0], 1]
+    steps = np.minimum(index[:, 1:2] + np.arange(action_horizon), lengths[:, None] - 1)
+    chunks = torch.from_numpy(cache.stats.normalize(cache.actions[starts[:, None] + steps]).reshape(len(index), -1))
+    state = torch.from_numpy(cache.proprio_stats.normalize(cache.proprio[starts + index[:, 1]])).float()
+    instructions = np.asarray(cache.meta["instructions"])[index[:, 0]]
+    rng = np.random.default_rng(seed)
+    residual = np.zeros(len(index), np.float32)
+    for instruction in np.unique(instructions):
+        rows = np.flatnonzero(instructions == instruction)
+        ref = rows if len(rows) <= reference else np.sort(rng.choice(rows, reference, replace=False))
+        ref_ep = torch.from_numpy(index[ref, 0])
+        for lo in range(0, len(rows), 1024):
+            batch = rows[lo : lo + 1024]
+            dist = torch.cdist(state[batch], state[ref])
+            dist[torch.from_numpy(index[batch, 0])[:, None] == ref_ep[None]] = float("inf")
+            k = min(neighbours, len(ref))
+            d, nearest = dist.topk(k, largest=False)
+            valid = torch.isfinite(d).unsqueeze(-1).float()  # an instruction seen in one episode: no peers
+            mean = (chunks[ref][nearest] * valid).sum(1) / valid.sum(1).clamp(min=1)
+            r = (chunks[batch] - mean).norm(dim=1) * (valid.sum(1).squeeze(-1) > 0)
+            residual[batch] = r.numpy()
+    top = float(np.quantile(residual, 0.9)) if len(residual) else 0.0
+    scaled = np.clip(residual / top, 0.0, 1.0) if top > 0 else np.zeros_like(residual)
+    return 1 + np.rint(repeat * scaled).astype(np.int64), residual
