@@ -69,6 +69,8 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
         f"init_from={tmp_path / 'pre'}",
         "model.isolate_fixed=true",  # the cached policy path, end to end
         "robot.data.crop=[0.0,0.1,0.9,0.8]",  # recorded in the checkpoint, applied by the policy
+        "model.keypoints=2",  # newly initialised over the backbone (expected_missing), cached path too
+        "keyframe_repeat=2",
         cwd=tmp_path,
     )
     assert ok.returncode == 0, ok.stderr[-3000:]
@@ -96,6 +98,7 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     assert wm.model.cfg.cond_dim == 512 + 8 and wm.model.cfg.action_dim == 8
     assert wm.proprio_stats is not None and len(wm.proprio_stats.q01) == 8
     assert len(wm.stats.q01) == 7 and wm.model.cfg.isolate_fixed  # recorded in the checkpoint
+    assert wm.model.cfg.keypoints == 2 and "keyframe_repeat=2:" in ok.stdout
     from worldflow.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="not a fine-tuned world model"):

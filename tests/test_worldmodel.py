@@ -350,3 +350,30 @@ def test_keyframe_repeats_pick_the_steps_only_the_image_decides(tmp_path):
         keyframe_repeats(cache, episodes, 2, -1)
     with pytest.raises(ConfigError, match="expected 84 counts >= 1"):
         WindowDataset(cache, 2, 2, 2, episodes, repeats=np.zeros(84, np.int64))
+
+
+def test_keypoints_read_where_the_score_peaks_and_keep_the_cache_exact():
+    from worldflow.model.dit import Keypoints
+
+    kp = Keypoints(hidden=8, keypoints=1, grid=4)
+    with torch.no_grad():  # score = GELU(h)[0]: a token whose feature 0 is large wins the softmax
+        kp.score[0].weight.copy_(torch.eye(8))
+        kp.score[0].bias.zero_()
+        kp.score[2].weight.copy_(torch.eye(8)[:1])
+        kp.score[2].bias.zero_()
+    h = torch.zeros(2, 16, 8)
+    h[0, 2 * 4 + 3, 0] = 50.0  # row 2, column 3 of a 4 x 4 grid
+    h[1, 1 * 4 + 0, 0] = 50.0  # row 1, column 0
+    xy = kp.coordinates(h)
+    torch.testing.assert_close(xy[:, 0], torch.tensor([[1 / 3, 1.0], [-1 / 3, -1.0]]), atol=1e-4, rtol=0)
+    assert kp(h).shape == (2, 8)
+
+    m = randomize_zero_init(wm_model(isolate_fixed=True, keypoints=3)).eval()
+    ctx, cond = torch.randn(2, 2, 3, 8, 8), torch.randn(2, 512)
+    full = predict(m, ctx, cond, "policy", steps=3, seed=1, kv_cache=False)["actions"]
+    cached = predict(m, ctx, cond, "policy", steps=3, seed=1, kv_cache=True)["actions"]
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="only the world model"):
+        DiT(ModelConfig(size="debug", image_size=8, patch=4, keypoints=2))
+    with pytest.raises(ConfigError, match="model.tubelet=4 > worldmodel.context=2"):
+        WorldModelConfig().model_config(ModelConfig(size="debug", tubelet=4, keypoints=2), 8, 512)

@@ -45,6 +45,11 @@ class ModelConfig:
     # keys/values are computed once per chunk and reused by every ODE step (DESIGN.md §2). Must be set for
     # training and inference alike: it changes what the model computes.
     isolate_fixed: bool = False
+    # >0: that many spatial-softmax keypoints of the first tubelet (the world model's clean context): each
+    # a softmax over its patch tokens of a learned score, read out as the expected (row, column) and added
+    # to every token's conditioning, so where something is reaches the actions as a coordinate. Needs the
+    # action tokens (the world model), whose first tubelet is always clean context.
+    keypoints: int = 0
 
     def validate(self) -> None:
         size_spec(self.size)
@@ -54,8 +59,14 @@ class ModelConfig:
             )
         if self.frames % self.tubelet:
             raise ConfigError(f"model.frames={self.frames} is not divisible by model.tubelet={self.tubelet}")
+        if self.keypoints < 0:
+            raise ConfigError(f"model.keypoints={self.keypoints}: must be >= 0")
         if (self.action_dim > 0) != (self.action_horizon > 0):
             raise ConfigError("model.action_dim and model.action_horizon must both be 0 or both be positive")
+        if self.keypoints and not self.action_dim:
+            raise ConfigError(
+                f"model.keypoints={self.keypoints} reads clean context frames: only the world model has them"
+            )
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -146,6 +157,7 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(hidden)
         self.y_embedder = LabelEmbedder(cfg.num_classes, hidden) if cfg.num_classes else None
         self.cond_embedder = nn.Linear(cfg.cond_dim, hidden) if cfg.cond_dim else None
+        self.keypoints = Keypoints(hidden, cfg.keypoints, grid_hw) if cfg.keypoints else None
         self.blocks = nn.ModuleList(Block(hidden, heads, cfg.mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.adaLN_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
@@ -188,7 +200,9 @@ class DiT(nn.Module):
         return unpatchify(tokens, self.cfg.sample_shape, self.cfg.patch, self.cfg.tubelet)
 
     # ----- conditioning ---------------------------------------------------------------------------
-    def _unique_conditions(self, t: torch.Tensor, y, cond) -> tuple[torch.Tensor, torch.Tensor]:
+    def _unique_conditions(
+        self, t: torch.Tensor, y, cond, tokens: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token conditions as (unique rows (U, D), index (B*N,)): one row per distinct (sample, t)."""
         b, n = t.shape
         sample = torch.arange(b, device=t.device).repeat_interleave(n)
@@ -208,6 +222,9 @@ class DiT(nn.Module):
             if cond is None:
                 raise ConfigError("this model expects a condition vector (model.cond_dim > 0): pass cond")
             c = c + self.cond_embedder(cond.to(c.dtype))[sample_u]
+        if self.keypoints is not None:
+            first = tokens["frames"][:, : self.keypoints.tokens]  # the first tubelet's patch tokens
+            c = c + self.keypoints(self.embed_in["frames"](first).to(c.dtype))[sample_u]
         return c, inverse
 
     def null_label(self, batch: int, device) -> torch.Tensor:
@@ -260,7 +277,7 @@ class DiT(nn.Module):
         if self.cfg.isolate_fixed and fixed is not None:
             iso = self.isolation_mask(fixed)
             attn_mask = iso if attn_mask is None else attn_mask & iso
-        cond_u, inverse = self._unique_conditions(t, y, cond)
+        cond_u, inverse = self._unique_conditions(t, y, cond, tokens)
 
         hidden: dict[int, torch.Tensor] = {}
         last = self.depth if stop_after is None else stop_after
@@ -289,7 +306,7 @@ class DiT(nn.Module):
         if not self.cfg.isolate_fixed:
             raise ConfigError("cached inference needs a model trained with model.isolate_fixed=true")
         x = self.embed(tokens)[:, fixed_idx]
-        cond_u, inverse = self._unique_conditions(t[:, fixed_idx], y, cond)
+        cond_u, inverse = self._unique_conditions(t[:, fixed_idx], y, cond, tokens)
         cache = []
         for block in self.blocks:
             x, kv = block.forward_kv(x, cond_u, inverse, None)
@@ -310,7 +327,7 @@ class DiT(nn.Module):
         each other and to the cached fixed tokens. Returns {group: (B, M_g, dim)} in position order."""
         x = self.embed(tokens)[:, idx]
         b, m, _ = x.shape
-        cond_u, inverse = self._unique_conditions(t[:, idx], y, cond)
+        cond_u, inverse = self._unique_conditions(t[:, idx], y, cond, tokens)
         for block, past in zip(self.blocks, cache, strict=True):
             x, _ = block.forward_kv(x, cond_u, inverse, None, past)
         shift, scale = self.adaLN_out(cond_u)[inverse].view(b, m, -1).chunk(2, dim=-1)
@@ -321,6 +338,29 @@ class DiT(nn.Module):
             if inside.any():
                 out[g] = self.embed_out[g](x[:, inside])
         return out
+
+
+class Keypoints(nn.Module):
+    """Spatial-softmax keypoints (Levine et al. 2016, "End-to-End Training of Deep Visuomotor Policies";
+    robomimic and Diffusion Policy read their image features the same way): per keypoint a linear score on
+    each patch token, a softmax over the grid, the expected (row, column) in [-1, 1], then a linear map of
+    all coordinates to one D-vector. A transformer can read a position only through its position
+    embedding; this hands it as a number, which an object's side needs when its surroundings look alike."""
+
+    def __init__(self, hidden: int, keypoints: int, grid: int):
+        super().__init__()
+        self.tokens = grid * grid
+        self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, keypoints))
+        self.out = nn.Linear(2 * keypoints, hidden)
+        axis = torch.linspace(-1.0, 1.0, grid)
+        rows, cols = torch.meshgrid(axis, axis, indexing="ij")
+        self.register_buffer("coords", torch.stack([rows, cols], -1).reshape(-1, 2), persistent=False)
+
+    def coordinates(self, h: torch.Tensor) -> torch.Tensor:  # (B, tokens, D) -> (B, K, 2) rows, columns
+        return torch.einsum("bnk,nc->bkc", self.score(h).softmax(dim=1), self.coords.to(h.dtype))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, tokens, D) -> (B, D)
+        return self.out(self.coordinates(h).flatten(1))
 
 
 def config_for_data(cfg: ModelConfig, sample_shape: tuple[int, ...], num_classes: int) -> ModelConfig:

@@ -69,6 +69,11 @@ class WorldModelConfig:
             raise ConfigError(
                 "worldmodel.proprio=true but the dataset has no proprioception (robot.data.proprio_keys)"
             )
+        if base.keypoints and base.tubelet > self.context:
+            raise ConfigError(
+                f"model.keypoints reads the first tubelet, which must be context: model.tubelet={base.tubelet} "
+                f"> worldmodel.context={self.context}"
+            )
         return replace(
             base,
             channels=3,
