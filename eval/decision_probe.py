@@ -2,6 +2,7 @@
 
     python eval/decision_probe.py CHECKPOINT [CHECKPOINT ...] [--task google_robot_place_apple_in_closed_top_drawer]
                                   [--subtask 1] [--seeds 24] [--first-seed 3000] [--steps 10]
+                                  [--keypoint-images DIR]
 
 For each seed the scripted expert runs SIMPLER's loop up to the first step of `--subtask` (for the drawer +
 apple task's 1: "place apple into top drawer", where the arm always starts from the same pose and only the
@@ -129,6 +130,48 @@ def policy_chunk(checkpoint: str, steps: int) -> ChunkFn:
     return chunk
 
 
+def keypoint_image(
+    checkpoint: str, items: list[Decision], path: str, show: int = 8, zoom: int = 4
+) -> str | None:
+    """For a checkpoint with `model.keypoints`: the first `show` seeds' model frames (crop and size as the
+    policy sees them), enlarged `zoom` times, each keypoint drawn as a coloured square. None without them."""
+    import colorsys
+
+    import torch
+    from PIL import Image, ImageDraw
+
+    from policies.world_model import to_model_frame
+    from worldflow.viz import make_grid, save_image
+    from worldflow.worldmodel.bundle import from_checkpoint
+
+    wm = from_checkpoint(checkpoint)
+    model = wm.model
+    if model.keypoints is None:
+        return None
+    crop, size, patch = (wm.robot.get("data") or {}).get("crop"), wm.image_size, model.cfg.patch
+    grid = size // patch
+    colours = [
+        tuple(int(255 * c) for c in colorsys.hsv_to_rgb(k / model.cfg.keypoints, 1.0, 1.0))
+        for k in range(model.cfg.keypoints)
+    ]
+    tiles = []
+    for d in items[:show]:
+        frame = to_model_frame(d.obs["image"], size, crop)
+        clip = frame[None, None].expand(1, model.cfg.frames, -1, -1, -1)  # context repeats the first frame
+        with torch.no_grad():
+            first = model.patchify(clip)[:, : model.keypoints.tokens]
+            rc = model.keypoints.coordinates(model.embed_in["frames"](first))[0].numpy()  # (K, 2) in [-1, 1]
+        centre = ((rc + 1) / 2 * (grid - 1) * patch + (patch - 1) / 2 + 0.5) * zoom  # token centres, pixels
+        image = Image.fromarray(((frame.permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8))
+        image = image.resize((size * zoom, size * zoom), Image.NEAREST)
+        draw = ImageDraw.Draw(image)
+        for (r, c), colour in zip(centre, colours):
+            draw.rectangle([c - 3, r - 3, c + 3, r + 3], outline=colour, width=2)
+        tiles.append(np.asarray(image))
+    save_image(make_grid(np.stack(tiles), cols=4), path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoints", nargs="+")
@@ -139,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
         "--first-seed", type=int, default=3000
     )  # apart from demonstrations (0...) and evaluation (1000...)
     p.add_argument("--steps", type=int, default=10, help="Euler steps per chunk")
+    p.add_argument(
+        "--keypoint-images", metavar="DIR", help="write DIR/<run>_<step>_keypoints.png for keypoint models"
+    )
     args = p.parse_args(argv)
     try:
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
@@ -150,6 +196,14 @@ def main(argv: list[str] | None = None) -> None:
             "seeds": seeds,
         }
         report["checkpoints"] = {ck: probe(items, policy_chunk(ck, args.steps)) for ck in args.checkpoints}
+        if args.keypoint_images:
+            from pathlib import Path
+
+            for ck in args.checkpoints:
+                name = "_".join(Path(ck).resolve().parts[-3::2]) + "_keypoints.png"  # run_step_...
+                path = keypoint_image(ck, items, str(Path(args.keypoint_images) / name))
+                if path:
+                    report["checkpoints"][ck]["keypoint_image"] = path
     except WorldflowError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -99,6 +99,16 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     assert wm.proprio_stats is not None and len(wm.proprio_stats.q01) == 8
     assert len(wm.stats.q01) == 7 and wm.model.cfg.isolate_fixed  # recorded in the checkpoint
     assert wm.model.cfg.keypoints == 2 and "keyframe_repeat=2:" in ok.stdout
+    from PIL import Image
+
+    from eval.decision_probe import decisions, keypoint_image
+
+    items = decisions("google_robot_place_apple_in_closed_top_drawer", 1, [0, 1], image_size=(32, 40))
+    drawn = keypoint_image(str(tmp_path / "ft"), items, str(tmp_path / "kp" / "k.png"), show=2, zoom=2)
+    pixels = np.asarray(Image.open(drawn))
+    assert pixels.shape == (2 + 64 + 2, 2 + 4 * (64 + 2), 3)  # two 64-px tiles in a 4-column grid
+    for colour in ((255, 0, 0), (0, 255, 255)):  # keypoint 0 red, keypoint 1 cyan
+        assert (pixels == colour).all(-1).sum() > 0
     from worldflow.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="not a fine-tuned world model"):
