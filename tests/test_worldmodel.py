@@ -367,6 +367,13 @@ def test_keypoints_read_where_the_score_peaks_and_keep_the_cache_exact():
     xy = kp.coordinates(h)
     torch.testing.assert_close(xy[:, 0], torch.tensor([[1 / 3, 1.0], [-1 / 3, -1.0]]), atol=1e-4, rtol=0)
     assert kp(h).shape == (2, 8)
+    h[0, 0, 0] = 49.0  # a runner-up: the expectation moves towards it unless the softmax is sharp
+    soft = kp.coordinates(h)[0, 0].detach()
+    with torch.no_grad():
+        kp.log_temperature.fill_(2.0)
+    sharp = kp.coordinates(h)[0, 0].detach()
+    # the winner is column 3 (1.0), the runner-up column 0 (-1.0)
+    assert float(soft[1]) < 0.5 and float(sharp[1]) == pytest.approx(1.0, abs=1e-2)
 
     m = randomize_zero_init(wm_model(isolate_fixed=True, keypoints=3)).eval()
     ctx, cond = torch.randn(2, 2, 3, 8, 8), torch.randn(2, 512)

@@ -352,12 +352,16 @@ class Keypoints(nn.Module):
         self.tokens = grid * grid
         self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, keypoints))
         self.out = nn.Linear(2 * keypoints, hidden)
+        # a learned sharpness, as robomimic's SpatialSoftmax has: one scalar moves every softmax from
+        # "the middle of everything" to "this token" much sooner than the score weights grow on their own
+        self.log_temperature = nn.Parameter(torch.zeros(()))
         axis = torch.linspace(-1.0, 1.0, grid)
         rows, cols = torch.meshgrid(axis, axis, indexing="ij")
         self.register_buffer("coords", torch.stack([rows, cols], -1).reshape(-1, 2), persistent=False)
 
     def coordinates(self, h: torch.Tensor) -> torch.Tensor:  # (B, tokens, D) -> (B, K, 2) rows, columns
-        return torch.einsum("bnk,nc->bkc", self.score(h).softmax(dim=1), self.coords.to(h.dtype))
+        weights = (self.score(h) * self.log_temperature.exp()).softmax(dim=1)  # (B, tokens, K)
+        return torch.einsum("bnk,nc->bkc", weights, self.coords.to(h.dtype))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, tokens, D) -> (B, D)
         return self.out(self.coordinates(h).flatten(1))
