@@ -342,9 +342,9 @@ class DiT(nn.Module):
 
 class Keypoints(nn.Module):
     """Spatial-softmax keypoints (Levine et al. 2016, "End-to-End Training of Deep Visuomotor Policies";
-    robomimic and Diffusion Policy read their image features the same way): per keypoint a linear score on
-    each patch token, a softmax over the grid, the expected (row, column) in [-1, 1], then a linear map of
-    all coordinates to one D-vector. A transformer can read a position only through its position
+    robomimic and Diffusion Policy read their image features the same way): per keypoint a score on each
+    patch token (a small MLP of its embedding), a softmax over the grid at a learned temperature, the
+    expected (row, column) in [-1, 1], then a linear map of all coordinates to one D-vector. A transformer can read a position only through its position
     embedding; this hands it as a number, which an object's side needs when its surroundings look alike."""
 
     def __init__(self, hidden: int, keypoints: int, grid: int):
