@@ -159,8 +159,7 @@ def keypoint_image(
         frame = to_model_frame(d.obs["image"], size, crop)
         clip = frame[None, None].expand(1, model.cfg.frames, -1, -1, -1)  # context repeats the first frame
         with torch.no_grad():
-            first = model.patchify(clip)[:, : model.keypoints.tokens]
-            rc = model.keypoints.coordinates(model.embed_in["frames"](first))[0].numpy()  # (K, 2) in [-1, 1]
+            rc = model.keypoints.coordinates(model.keypoint_input(model.patchify(clip)))[0].numpy()  # (K, 2)
         centre = ((rc + 1) / 2 * (grid - 1) * patch + (patch - 1) / 2 + 0.5) * zoom  # token centres, pixels
         image = Image.fromarray(((frame.permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8))
         image = image.resize((size * zoom, size * zoom), Image.NEAREST)

@@ -223,9 +223,13 @@ class DiT(nn.Module):
                 raise ConfigError("this model expects a condition vector (model.cond_dim > 0): pass cond")
             c = c + self.cond_embedder(cond.to(c.dtype))[sample_u]
         if self.keypoints is not None:
-            first = tokens["frames"][:, : self.keypoints.tokens]  # the first tubelet's patch tokens
-            c = c + self.keypoints(self.embed_in["frames"](first).to(c.dtype))[sample_u]
+            c = c + self.keypoints(self.keypoint_input(tokens["frames"]).to(c.dtype))[sample_u]
         return c, inverse
+
+    def keypoint_input(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, N_frames, patch_dim) patchified frames -> the first tubelet's embedded tokens, which
+        `self.keypoints` reads."""
+        return self.embed_in["frames"](frames[:, : self.keypoints.tokens])
 
     def null_label(self, batch: int, device) -> torch.Tensor:
         return torch.full((batch,), self.cfg.num_classes, dtype=torch.long, device=device)
