@@ -369,8 +369,8 @@ def test_keypoints_read_where_the_score_peaks_and_keep_the_cache_exact():
     assert kp(h).shape == (2, 8)
     h[0, 0, 0] = 49.0  # a runner-up: the expectation moves towards it unless the softmax is sharp
     soft = kp.coordinates(h)[0, 0].detach()
-    with torch.no_grad():
-        kp.log_temperature.fill_(2.0)
+    with torch.no_grad():  # larger scores make the softmax sharper
+        kp.score[2].weight.mul_(8.0)
     sharp = kp.coordinates(h)[0, 0].detach()
     # the winner is column 3 (1.0), the runner-up column 0 (-1.0)
     assert float(soft[1]) < 0.5 and float(sharp[1]) == pytest.approx(1.0, abs=1e-2)
