@@ -25,10 +25,13 @@ class PolicyConfig:
     device: str = "cpu"
     # which terminate flags reach the env: all | subtask | never (eval.loop.run_episode)
     terminate: str = "all"
+    terminate_after: int = 1  # world_model: send a terminate only when this many chunks in a row predict it
 
 
 def policy_factory(cfg: PolicyConfig, robot: str, suite: str) -> Callable:
     """-> make(client) building one policy per env worker (model weights shared)."""
+    if cfg.terminate_after < 1:
+        raise ConfigError(f"policy.terminate_after={cfg.terminate_after} must be >= 1")
     if cfg.name == "scripted":
         if suite != "cpu":
             raise ConfigError(
@@ -72,6 +75,11 @@ def policy_factory(cfg: PolicyConfig, robot: str, suite: str) -> Callable:
 
         plan = PlanConfig(cfg.plan.samples, cfg.plan.score)
         return lambda client: WorldModelPolicy(
-            wm, steps=cfg.steps, stride=cfg.stride, plan=plan, device=cfg.device
+            wm,
+            steps=cfg.steps,
+            stride=cfg.stride,
+            plan=plan,
+            device=cfg.device,
+            terminate_after=cfg.terminate_after,
         )
     raise ConfigError(f"unknown policy {cfg.name!r}; choose world_model, scripted, random or replay")

@@ -48,6 +48,20 @@ def to_model_frame(image: np.ndarray, size: int, crop: list[float] | None = None
     return x[0].round().clamp(0, 255) / 127.5 - 1.0
 
 
+def cut_at_terminate(normed: np.ndarray, streak: int, after: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The terminate channel (column 7, +1 ends the (sub)task): a chunk with a positive step is cut after
+    it, so the policy decides again there; the flag is sent only when `after` consecutive chunks predicted
+    it (one sampled step past zero is not enough to end an episode). -> (chunk, flags, new streak)."""
+    flags = np.zeros(len(normed), bool)
+    hits = np.flatnonzero(normed[:, 7] > 0)
+    if not len(hits):
+        return normed, flags, 0
+    streak += 1
+    normed, flags = normed[: hits[0] + 1], flags[: hits[0] + 1]
+    flags[-1] = streak >= after
+    return normed, flags, (0 if flags[-1] else streak)
+
+
 class WorldModelPolicy:
     action_dim = 7
 
@@ -58,6 +72,7 @@ class WorldModelPolicy:
         stride: int = 4,
         plan: PlanConfig | None = None,
         device: str = "cpu",
+        terminate_after: int = 1,
     ):
         self.wm = (
             from_checkpoint(checkpoint, device=device)
@@ -73,7 +88,9 @@ class WorldModelPolicy:
             )
         if self.plan.score not in ("consistency", "medoid"):
             raise ConfigError(f"plan.score={self.plan.score!r}; use consistency or medoid")
-        self.stride = stride
+        if terminate_after < 1:
+            raise ConfigError(f"policy terminate_after={terminate_after} must be >= 1")
+        self.stride, self.terminate_after = stride, terminate_after
         self.device = device
         self.crop = (self.wm.robot.get("data") or {}).get("crop")  # as the cache cropped the training frames
         convention = self.wm.robot.get("proprio_from_env", "rt1")  # checkpoints before the key were RT-1's
@@ -89,6 +106,7 @@ class WorldModelPolicy:
         self.gripper_open = 1.0  # the env starts with the gripper open
         self.seed = seed
         self.calls = 0
+        self.streak = 0  # consecutive chunks that predicted a terminate
 
     @torch.no_grad()
     def act(self, obs: dict) -> ActionChunk:
@@ -111,11 +129,8 @@ class WorldModelPolicy:
         best = self.choose(ctx, cond, chunks, seed) if n > 1 else 0
         normed = chunks[best].cpu().numpy()[: self.stride]
         terminate = np.zeros(len(normed), bool)
-        if self.wm.worldmodel.terminate:  # the terminate channel: the first positive step ends the chunk
-            hits = np.flatnonzero(normed[:, 7] > 0)
-            if len(hits):
-                normed, terminate = normed[: hits[0] + 1], terminate[: hits[0] + 1]
-                terminate[-1] = True
+        if self.wm.worldmodel.terminate:
+            normed, terminate, self.streak = cut_at_terminate(normed, self.streak, self.terminate_after)
         actions = self.wm.stats.denormalize(normed[:, :7])
         absolute = actions[:, 6].copy()
         actions[:, 6] = absolute_to_relative_rt1(absolute, self.gripper_open)

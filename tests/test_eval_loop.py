@@ -239,3 +239,29 @@ def test_simpler_proprio_becomes_the_suites_convention():
         simpler_proprio([0.0] * 7)
     with pytest.raises(ValueError, match="eef_pos must be 8 finite numbers"):
         simpler_proprio([0.0] * 7 + [float("nan")])
+
+
+def test_a_terminate_is_sent_only_after_enough_chunks_in_a_row_predict_it():
+    from policies.world_model import cut_at_terminate
+
+    def chunk(*flag_at):  # 8 steps, terminate channel -1 except +1 at flag_at
+        c = np.zeros((8, 8), np.float32)
+        c[:, 7] = -1.0
+        c[list(flag_at), 7] = 1.0
+        return c
+
+    # the chunk is cut after its first positive step in every case; the flag waits for the second chunk
+    cut, flags, streak = cut_at_terminate(chunk(2, 5), 0, after=2)
+    assert len(cut) == 3 and not flags.any() and streak == 1
+    cut, flags, streak = cut_at_terminate(chunk(0), streak, after=2)
+    assert len(cut) == 1 and flags.tolist() == [True] and streak == 0
+    # a chunk without a terminate breaks the run
+    _, flags, streak = cut_at_terminate(chunk(), 1, after=2)
+    assert len(flags) == 8 and not flags.any() and streak == 0
+    _, flags, _ = cut_at_terminate(chunk(4), 0, after=1)  # after=1: the first prediction is sent (RT-1)
+    assert flags.tolist() == [False] * 4 + [True]
+    from policies.factory import PolicyConfig, policy_factory
+    from worldflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="policy.terminate_after=0 must be >= 1"):
+        policy_factory(PolicyConfig(name="random", terminate_after=0), robot="rt1", suite="cpu")
