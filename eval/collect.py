@@ -1,5 +1,5 @@
 """python eval/collect.py task=<task or group>|'<task>,<task>,...' episodes=N out=<dir> [seed=0] [image_size=256x320]
-                         [shard_size=64] [overwrite=false] [+env.<key>=<value> ...]
+                         [shard_size=64] [overwrite=false] [noise=0.0] [+env.<key>=<value> ...]
 
 Runs the CPU suite's scripted experts under SIMPLER's loop (DESIGN.md §4: a terminate flag in a non-final
 subtask advances to the next one and the step is still executed; the episode ends on terminate in the final
@@ -45,6 +45,10 @@ class CollectConfig:
     overwrite: bool = False
     env: dict = field(default_factory=dict)  # extra keyword arguments to envs.make
     progress: bool = True
+    # DART (Laskey et al. 2017, "DART: Noise Injection for Robust Imitation Learning"): Gaussian noise of
+    # this std (metres per step) is added to the translation the env executes; the recorded action stays
+    # the expert's, so the data shows how to come back from states a learned policy drifts into
+    noise: float = 0.0
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -55,11 +59,25 @@ def parse_image_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def rollout(env, expert, seed: int) -> tuple[Episode, bool]:
-    """One scripted-expert episode under SIMPLER's loop -> (Episode, success at the last step)."""
+def perturbed(action: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """The action the env executes under DART noise: translation + N(0, noise²), kept within the action
+    bounds of the suite; rotation and gripper as the expert sent them."""
+    if noise <= 0:
+        return action
+    from envs.suite import ACTION_HIGH
+
+    out = np.asarray(action, np.float32).copy()
+    out[:3] = np.clip(out[:3] + rng.normal(0.0, noise, 3), -ACTION_HIGH[:3], ACTION_HIGH[:3])
+    return out
+
+
+def rollout(env, expert, seed: int, noise: float = 0.0) -> tuple[Episode, bool]:
+    """One scripted-expert episode under SIMPLER's loop -> (Episode, success at the last step). With
+    `noise`, the executed translation is perturbed (DART) and the expert's own action is recorded."""
     base = env.unwrapped
     obs, info = env.reset(seed=seed)
     expert.reset()
+    rng = np.random.default_rng([seed, 1_000_003])  # deterministic in the seed, as a resumed run needs
     frames, proprios, actions, terminates, texts = [], [], [], [], []
     for _ in range(MAX_STEPS):
         instruction = base.get_language_instruction()  # the instruction the action was chosen under
@@ -72,7 +90,7 @@ def rollout(env, expert, seed: int) -> tuple[Episode, bool]:
         stop = bool(terminate) and base.is_final_subtask()
         if terminate and not stop:
             base.advance_to_next_subtask()
-        obs, _, _, truncated, info = env.step(actions[-1])
+        obs, _, _, truncated, info = env.step(perturbed(actions[-1], noise, rng))
         if stop or truncated:
             break
     success = bool(info.get("success", False))
@@ -105,7 +123,7 @@ def successful_episodes(
         for i in range(cfg.episodes):
             if ti * cfg.episodes + i < done:
                 continue
-            episode, success = rollout(env, expert, cfg.seed + i)
+            episode, success = rollout(env, expert, cfg.seed + i, cfg.noise)
             counts[(task, success)] += 1
             bar.update()
             bar.set_postfix(
@@ -124,6 +142,8 @@ def collect(cfg: CollectConfig) -> Path:
 
     if not hasattr(envs, "make"):
         raise EnvError("the CPU suite is not available: envs.make is missing (is mujoco installed?)")
+    if not 0 <= cfg.noise < 0.05:
+        raise ConfigError(f"noise={cfg.noise}; use a translation std in [0, 0.05) m per step (0: none)")
     if cfg.episodes < 1:
         raise ConfigError(f"episodes={cfg.episodes}; need at least 1 attempt per task")
     tasks = expand_tasks(
@@ -135,6 +155,8 @@ def collect(cfg: CollectConfig) -> Path:
     warm.reset(seed=cfg.seed)
     counts: Counter = Counter()
     about = f"CPU-suite scripted experts (eval/collect.py): tasks {tasks}, {cfg.episodes} attempts each from seed {cfg.seed}; successes only."
+    if cfg.noise > 0:
+        about += f" DART noise {cfg.noise} m per step on the executed translation."
     recipe = json.dumps(
         {"about": about, "image_size": cfg.image_size, "shard_size": cfg.shard_size, "env": dict(cfg.env)},
         sort_keys=True,

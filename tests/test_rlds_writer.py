@@ -19,7 +19,7 @@ from envs.rlds_writer import (
     validate_episode,
     write_rt1_dataset,
 )
-from worldflow.errors import DataError
+from worldflow.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 F32 = "float32"
@@ -393,3 +393,30 @@ def test_resumable_writer_keeps_journaled_shards_after_a_crash(tmp_path):
     del w
     fresh = RT1Writer(tmp_path / "b", shard_size=1, resumable="recipe B")
     assert (fresh.resumed, fresh.episodes) == (None, 0) and list(fresh.tmp.iterdir()) == []
+
+
+def test_dart_noise_moves_the_executed_translation_and_records_the_experts_action(tmp_path):
+    from eval.collect import CollectConfig, collect, perturbed, rollout
+
+    class Recording(FakeTwoStageEnv):
+        def step(self, action):
+            self.sent.append(np.asarray(action).copy())
+            return super().step(action)
+
+    env = Recording("fake", (32, 40))
+    env.sent = []
+    episode, _ = rollout(env, FakeExpert(env), seed=0, noise=0.01)
+    sent = np.stack(env.sent)
+    recorded = np.c_[episode.world_vector, episode.rotation_delta]
+    # the expert's action is what the data keeps; the env got it with translation noise (~1 cm), no more
+    np.testing.assert_allclose(recorded[:, 0], np.arange(len(sent)) / 100, atol=1e-6)
+    wiggle = sent[:, :3] - recorded[:, :3]
+    assert 0.002 < np.abs(wiggle).mean() < 0.02 and np.allclose(sent[:, 3:6], recorded[:, 3:6])
+    assert np.abs(sent[:, :3]).max() <= 0.05 + 1e-6  # within the suite's action bounds
+    env.sent = []
+    rollout(env, FakeExpert(env), seed=0, noise=0.01)
+    np.testing.assert_array_equal(np.stack(env.sent), sent)  # deterministic in the seed (resumable)
+    clean = np.full(7, 0.01, np.float32)
+    assert perturbed(clean, 0.0, np.random.default_rng(0)) is clean
+    with pytest.raises(ConfigError, match=r"noise=0.2; use a translation std in \[0, 0.05\)"):
+        collect(CollectConfig(task="fake_all", episodes=1, out=str(tmp_path), noise=0.2, progress=False))
