@@ -142,8 +142,11 @@ def collect(cfg: CollectConfig) -> Path:
 
     if not hasattr(envs, "make"):
         raise EnvError("the CPU suite is not available: envs.make is missing (is mujoco installed?)")
-    if not 0 <= cfg.noise < 0.05:
-        raise ConfigError(f"noise={cfg.noise}; use a translation std in [0, 0.05) m per step (0: none)")
+    from envs.suite import ACTION_HIGH
+
+    high = float(ACTION_HIGH[:3].max())  # the suite's translation bound, as `perturbed` clips to
+    if not 0 <= cfg.noise < high:
+        raise ConfigError(f"noise={cfg.noise}; use a translation std in [0, {high:g}) m per step (0: none)")
     if cfg.episodes < 1:
         raise ConfigError(f"episodes={cfg.episodes}; need at least 1 attempt per task")
     tasks = expand_tasks(
