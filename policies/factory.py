@@ -26,6 +26,7 @@ class PolicyConfig:
     # which terminate flags reach the env: all | subtask | never (eval.loop.run_episode)
     terminate: str = "all"
     terminate_after: int = 1  # world_model: send a terminate only when this many chunks in a row predict it
+    noise: str = "chunk"  # world_model: chunk (fresh initial noise per chunk) | episode (one per episode)
 
 
 def policy_factory(cfg: PolicyConfig, robot: str, suite: str) -> Callable:
@@ -73,13 +74,14 @@ def policy_factory(cfg: PolicyConfig, robot: str, suite: str) -> Callable:
             raise ConfigError("policy=world_model needs policy.checkpoint=<fine-tuned run or checkpoint>")
         from policies.world_model import PlanConfig, WorldModelPolicy
 
-        plan = PlanConfig(cfg.plan.samples, cfg.plan.score)
-        return lambda client: WorldModelPolicy(
-            wm,
+        settings = dict(
             steps=cfg.steps,
             stride=cfg.stride,
-            plan=plan,
+            plan=PlanConfig(cfg.plan.samples, cfg.plan.score),
             device=cfg.device,
             terminate_after=cfg.terminate_after,
+            noise=cfg.noise,
         )
+        WorldModelPolicy(wm, **settings)  # a bad setting fails here, once, not in every env worker
+        return lambda client: WorldModelPolicy(wm, **settings)
     raise ConfigError(f"unknown policy {cfg.name!r}; choose world_model, scripted, random or replay")

@@ -4,7 +4,9 @@ Keeps the last `context` frames, samples only the action tokens with few Euler s
 absent, never decoded), de-standardises with the checkpoint's statistics, turns the absolute gripper into
 the env's relative command and returns the first `stride` actions of the chunk (receding horizon).
 With `plan.samples > 1` it samples several chunks, imagines each one's future with forward dynamics and
-keeps the best by a configurable score.
+keeps the best by a configurable score. `noise="episode"` starts every chunk of an episode from the same
+Gaussian sample, so the chunk is a fixed function of what the policy sees (no switching between the modes
+of the action distribution from one chunk to the next); "chunk" draws a fresh sample each time.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def to_model_frame(image: np.ndarray, size: int, crop: list[float] | None = None
     """(H, W, 3) uint8 -> (3, size, size) in [-1, 1]: the checkpoint's crop, then area resampling, like the
     episode cache's conversion."""
     rows, cols = crop_window(image.shape[0], image.shape[1], crop)
-    x = torch.from_numpy(np.ascontiguousarray(image[rows, cols])).permute(2, 0, 1).float()[None]
+    frame = np.array(image[rows, cols])  # a copy: the env's frames may be read-only views
+    x = torch.from_numpy(frame).permute(2, 0, 1).float()[None]
     x = F.interpolate(x, size=(size, size), mode="area")
     return x[0].round().clamp(0, 255) / 127.5 - 1.0
 
@@ -62,6 +65,9 @@ def cut_at_terminate(normed: np.ndarray, streak: int, after: int) -> tuple[np.nd
     return normed, flags, (0 if flags[-1] else streak)
 
 
+NOISE_MODES = ("chunk", "episode")  # the initial noise of each chunk: drawn afresh, or the episode's one
+
+
 class WorldModelPolicy:
     action_dim = 7
 
@@ -73,6 +79,7 @@ class WorldModelPolicy:
         plan: PlanConfig | None = None,
         device: str = "cpu",
         terminate_after: int = 1,
+        noise: str = "chunk",
     ):
         self.wm = (
             from_checkpoint(checkpoint, device=device)
@@ -90,7 +97,9 @@ class WorldModelPolicy:
             raise ConfigError(f"plan.score={self.plan.score!r}; use consistency or medoid")
         if terminate_after < 1:
             raise ConfigError(f"policy terminate_after={terminate_after} must be >= 1")
-        self.stride, self.terminate_after = stride, terminate_after
+        if noise not in NOISE_MODES:
+            raise ConfigError(f"policy noise={noise!r}; use one of {list(NOISE_MODES)}")
+        self.stride, self.terminate_after, self.noise = stride, terminate_after, noise
         self.device = device
         self.crop = (self.wm.robot.get("data") or {}).get("crop")  # as the cache cropped the training frames
         convention = self.wm.robot.get("proprio_from_env", "rt1")  # checkpoints before the key were RT-1's
@@ -116,7 +125,7 @@ class WorldModelPolicy:
         ctx = torch.stack(self.history)[None]  # (1, C, 3, S, S)
         cond = self.condition(obs)
         n = self.plan.samples
-        seed = self.seed * 100_003 + self.calls
+        seed = self.seed * 100_003 + (self.calls if self.noise == "chunk" else 0)
         self.calls += 1
         chunks = predict(
             self.model,

@@ -118,17 +118,36 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
 
     with pytest.raises(CheckpointError, match="trained for robot 'rt1', not robot='bridge'"):
         policy_factory(PolicyConfig(checkpoint=str(tmp_path / "ft")), robot="bridge", suite="cpu")
+    from worldflow.errors import ConfigError
+
+    # the policy's settings are checked when the factory is made, before any env worker starts
+    with pytest.raises(ConfigError, match=r"stride=9 must be in 1\.\.8"):
+        policy_factory(PolicyConfig(checkpoint=str(tmp_path / "ft"), stride=9), robot="rt1", suite="cpu")
+    bad_score = PolicyConfig(checkpoint=str(tmp_path / "ft"))
+    bad_score.plan.score = "best"
+    with pytest.raises(ConfigError, match="plan.score='best'"):
+        policy_factory(bad_score, robot="rt1", suite="cpu")
     make = policy_factory(PolicyConfig(checkpoint=str(tmp_path / "ft"), steps=2), robot="rt1", suite="cpu")
     policy = make(None)
     assert policy.crop == [0.0, 0.1, 0.9, 0.8]  # the training frames' crop, from the checkpoint
     policy.reset("open top drawer", 0)
-    from worldflow.errors import ConfigError
-
     with pytest.raises(ConfigError, match="conditions on proprioception .* the env sent 0"):
         policy.act({"image": np.zeros((256, 320, 3), np.uint8)})
     chunk = policy.act({"image": np.zeros((256, 320, 3), np.uint8), "proprio": np.zeros(8, np.float32)})
     assert chunk.actions.shape[1] == 7 and 1 <= len(chunk.actions) <= 4
     assert set(np.unique(chunk.actions[:, 6])) <= {-1.0, 0.0, 1.0}
+    # noise=episode: every chunk starts from the episode's one noise sample, so the same view gives the same
+    # chunk; the default draws afresh per chunk (the gripper column depends on the state, so 0..5 only)
+    with pytest.raises(ConfigError, match="policy noise='step'"):
+        policy_factory(PolicyConfig(checkpoint=str(tmp_path / "ft"), noise="step"), robot="rt1", suite="cpu")
+    frame = {"image": np.full((256, 320, 3), 90, np.uint8), "proprio": np.zeros(8, np.float32)}
+    for noise, same in (("episode", True), ("chunk", False)):
+        fixed = policy_factory(
+            PolicyConfig(checkpoint=str(tmp_path / "ft"), steps=2, noise=noise), robot="rt1", suite="cpu"
+        )(None)
+        fixed.reset("open top drawer", 3)
+        first, second = (fixed.act(frame).actions[:, :6] for _ in range(2))
+        assert np.array_equal(first, second) == same, noise
     # a terminate flag can only end the chunk: the actions after it are dropped
     assert not chunk.terminate[:-1].any() and (chunk.terminate.any() or len(chunk.actions) == 4)
     # the env's closedness reaches the model as RT-1's gripper_closed flag, as the writer stored it
