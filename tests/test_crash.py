@@ -3,6 +3,7 @@ checkpoint (DESIGN.md §5, issue 7)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,48 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path, full, kill_after_rows
     )
     resumed = losses(run)
     assert resumed == full  # every step's loss, before and after the kill, bit for bit
+
+
+def test_ctrl_c_checkpoints_the_step_it_stops_at_and_resume_matches(tmp_path, full):
+    """SIGINT (Ctrl-C, `timeout -s INT`) finishes the current step, checkpoints it and stops; nothing is lost."""
+    run = tmp_path / "interrupted"
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, str(run), "selfflow", "long"],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 300
+    while len(losses(run)) < 10 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGINT  # the helper has no entry point: the interrupt is re-raised
+    found = re.search(r"interrupted at step (\d+): checkpoint written", err.decode())
+    assert found, err.decode()[-2000:]
+    stopped = int(found.group(1))
+    assert 10 <= stopped < 60 and max(losses(run)) == stopped
+    assert ckpt.list_checkpoints(run / "checkpoints")[-1].name == f"step_{stopped:07d}"
+    subprocess.run(
+        [sys.executable, SCRIPT, str(run), "selfflow", "long", "resume"],
+        env=ENV,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    assert losses(run) == full
+
+
+def test_entry_point_turns_ctrl_c_into_status_130(capsys):
+    from worldflow.config import entry_point
+
+    @entry_point
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stop:
+        interrupted(None)
+    assert stop.value.code == 130 and capsys.readouterr().err == "interrupted\n"
 
 
 def test_partial_checkpoint_folder_is_ignored(tmp_path):

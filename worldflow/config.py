@@ -87,7 +87,7 @@ def typed(schema, node: DictConfig, ignore: tuple[str, ...] = ()):
 
 
 def entry_point(fn):
-    """Wrap a Hydra main: a user mistake prints one clear line and exits with status 2."""
+    """Wrap a Hydra main: a user mistake prints one clear line and exits with status 2; Ctrl-C exits with 130."""
 
     @functools.wraps(fn)
     def wrapper(cfg):
@@ -96,5 +96,9 @@ def entry_point(fn):
         except WorldflowError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:
+            # Ctrl-C: what was running has cleaned up (training wrote a checkpoint); no traceback
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
 
     return wrapper

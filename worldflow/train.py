@@ -8,10 +8,13 @@ and the data position, so a resumed run's losses equal the uninterrupted run's.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -288,6 +291,7 @@ def train(
         collate_fn=collate,
         generator=torch.Generator(),  # keeps the loader from drawing on the global RNG
         persistent_workers=cfg.num_workers > 0,
+        worker_init_fn=_ignore_sigint,  # Ctrl-C reaches the whole process group: the main process decides
     )
     data = iter(loader)
     proxy = dist.ModelProxy(model, forward)
@@ -334,58 +338,99 @@ def train(
         file=sys.stdout,
         disable=not main,
     )
-    t0, seen = time.perf_counter(), 0
-    while step < cfg.steps:
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        for _ in range(cfg.grad_accum):
-            batch = to_device(next(data), device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss, metrics = objective(proxy, teacher, batch)
-            if dist.mean({"bad": float(not math.isfinite(loss.item()))})["bad"] > 0:
-                raise TrainingError(
-                    f"loss is {loss.item()} at step {step + 1}; stopping (no checkpoint written)"
-                )
-            (loss / cfg.grad_accum).backward()
-            for k, v in {"loss": loss.item(), **metrics}.items():
-                sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
-        dist.all_reduce_grads(objective.parameters())
-        grad_norm = dist.clip_grad_norm(params, cfg.grad_clip)
-        optimizer.step()
-        schedule.step()
-        ema_update(ema, model, cfg.ema_decay)
-        step += 1
-        seen += cfg.batch_size
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            sums = dist.mean(sums)
-            elapsed = time.perf_counter() - t0
-            last = {
-                "step": step,
-                **sums,
-                "grad_norm": float(grad_norm),
-                "lr": schedule.get_last_lr()[0],
-                "samples_per_s": seen / elapsed,
-            }
+    with stop_on_sigint() as interrupt:
+        t0, seen = time.perf_counter(), 0
+        while step < cfg.steps:
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            for _ in range(cfg.grad_accum):
+                batch = to_device(next(data), device)
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    loss, metrics = objective(proxy, teacher, batch)
+                if dist.mean({"bad": float(not math.isfinite(loss.item()))})["bad"] > 0:
+                    raise TrainingError(
+                        f"loss is {loss.item()} at step {step + 1}; stopping (no checkpoint written)"
+                    )
+                (loss / cfg.grad_accum).backward()
+                for k, v in {"loss": loss.item(), **metrics}.items():
+                    sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+            dist.all_reduce_grads(objective.parameters())
+            grad_norm = dist.clip_grad_norm(params, cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            ema_update(ema, model, cfg.ema_decay)
+            step += 1
+            seen += cfg.batch_size
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                sums = dist.mean(sums)
+                elapsed = time.perf_counter() - t0
+                last = {
+                    "step": step,
+                    **sums,
+                    "grad_norm": float(grad_norm),
+                    "lr": schedule.get_last_lr()[0],
+                    "samples_per_s": seen / elapsed,
+                }
+                if main:
+                    logger.log(last)
+                bar.set_postfix(loss=f"{sums['loss']:.4f}", sps=f"{seen / elapsed:.1f}")
+            if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
+                save(step)
+            if (
+                sample_fn is not None
+                and cfg.sample_every
+                and step % cfg.sample_every == 0
+                and step < cfg.steps
+            ):
+                sample(step)
+            stop = dist.mean({"stop": float(interrupt.is_set())})["stop"] > 0  # every rank at the same step
+            if stop:
+                break
+        bar.close()
+        done = ckpt.list_checkpoints(ckpt_root)
+        if not done or done[-1].name != f"step_{step:07d}":
+            path = save(step)
             if main:
-                logger.log(last)
-            bar.set_postfix(loss=f"{sums['loss']:.4f}", sps=f"{seen / elapsed:.1f}")
-        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
-            save(step)
-        if sample_fn is not None and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
-            sample(step)
-    bar.close()
-    done = ckpt.list_checkpoints(ckpt_root)
-    if not done or done[-1].name != f"step_{step:07d}":
-        path = save(step)
+                print(f"checkpoint: {path}")
+    if interrupt.is_set():
         if main:
-            print(f"checkpoint: {path}")
+            print(
+                f"interrupted at step {step}: checkpoint written; resume=true continues from it",
+                file=sys.stderr,
+            )
+        raise KeyboardInterrupt
     if sample_fn is not None:
         sample(step)
     if main:
         logger.close()
     return last
+
+
+@contextlib.contextmanager
+def stop_on_sigint():
+    """Within the block, Ctrl-C (SIGINT) only sets the yielded event: the loop finishes its step, writes a
+    checkpoint and stops. A second Ctrl-C interrupts at once (checkpoint writes are atomic either way).
+    Outside the main thread signals cannot be caught, and the event is never set."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def handler(signum, frame):
+        event.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def sync(device: torch.device) -> None:
