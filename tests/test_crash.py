@@ -25,6 +25,30 @@ def losses(path):
     return {r["step"]: r["loss"] for r in read_metrics(path / "metrics.jsonl")}
 
 
+def start_long_run(run, rows, stderr):
+    """The helper's long self-flow run in the background, returned once it has logged `rows` steps."""
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, str(run), "selfflow", "long"],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+    deadline = time.time() + 300
+    while len(losses(run)) < rows and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    return proc
+
+
+def resume_long_run(run):
+    subprocess.run(
+        [sys.executable, SCRIPT, str(run), "selfflow", "long", "resume"],
+        env=ENV,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+
+
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     path = tmp_path_factory.mktemp("full") / "run"
@@ -41,42 +65,19 @@ def full(tmp_path_factory):
 @pytest.mark.parametrize("kill_after_rows", [9, 23])
 def test_kill9_then_resume_matches_uninterrupted(tmp_path, full, kill_after_rows):
     run = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, SCRIPT, str(run), "selfflow", "long"],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while len(losses(run)) < kill_after_rows and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
+    proc = start_long_run(run, rows=kill_after_rows, stderr=subprocess.DEVNULL)
     os.kill(proc.pid, signal.SIGKILL)  # at whatever it is doing: a step, a log line or a checkpoint write
     proc.wait()
     for c in ckpt.list_checkpoints(run / "checkpoints"):
         ckpt.load_checkpoint(c)  # every complete-looking checkpoint verifies
-    subprocess.run(
-        [sys.executable, SCRIPT, str(run), "selfflow", "long", "resume"],
-        env=ENV,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    resumed = losses(run)
-    assert resumed == full  # every step's loss, before and after the kill, bit for bit
+    resume_long_run(run)
+    assert losses(run) == full  # every step's loss, before and after the kill, bit for bit
 
 
 def test_ctrl_c_checkpoints_the_step_it_stops_at_and_resume_matches(tmp_path, full):
     """SIGINT (Ctrl-C, `timeout -s INT`) finishes the current step, checkpoints it and stops; nothing is lost."""
     run = tmp_path / "interrupted"
-    proc = subprocess.Popen(
-        [sys.executable, SCRIPT, str(run), "selfflow", "long"],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.time() + 300
-    while len(losses(run)) < 10 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
+    proc = start_long_run(run, rows=10, stderr=subprocess.PIPE)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGINT  # the helper has no entry point: the interrupt is re-raised
@@ -85,13 +86,7 @@ def test_ctrl_c_checkpoints_the_step_it_stops_at_and_resume_matches(tmp_path, fu
     stopped = int(found.group(1))
     assert 10 <= stopped < 60 and max(losses(run)) == stopped
     assert ckpt.list_checkpoints(run / "checkpoints")[-1].name == f"step_{stopped:07d}"
-    subprocess.run(
-        [sys.executable, SCRIPT, str(run), "selfflow", "long", "resume"],
-        env=ENV,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    resume_long_run(run)
     assert losses(run) == full
 
 

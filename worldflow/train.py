@@ -348,7 +348,11 @@ def train(
                 batch = to_device(next(data), device)
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     loss, metrics = objective(proxy, teacher, batch)
-                if dist.mean({"bad": float(not math.isfinite(loss.item()))})["bad"] > 0:
+                # one collective for both checks; every rank sees the same Ctrl-C and stops at the same step
+                checks = dist.mean(
+                    {"bad": float(not math.isfinite(loss.item())), "stop": float(interrupt.is_set())}
+                )
+                if checks["bad"] > 0:
                     raise TrainingError(
                         f"loss is {loss.item()} at step {step + 1}; stopping (no checkpoint written)"
                     )
@@ -385,8 +389,7 @@ def train(
                 and step < cfg.steps
             ):
                 sample(step)
-            stop = dist.mean({"stop": float(interrupt.is_set())})["stop"] > 0  # every rank at the same step
-            if stop:
+            if checks["stop"] > 0:
                 break
         bar.close()
         done = ckpt.list_checkpoints(ckpt_root)
