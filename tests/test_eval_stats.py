@@ -65,3 +65,36 @@ def test_octo_gripper_is_relative_and_sticky_for_15_steps():
 
 def test_absolute_gripper_to_env_relative():
     assert absolute_to_relative_rt1(np.array([1, 0, 0, 1]), previous_open=1.0).tolist() == [0, 1, 0, -1]
+
+
+def _eval_folder(path, task_rates):
+    log = EpisodeLog(path)
+    for task, (k, n) in task_rates.items():
+        for seed in range(n):
+            log.append({"task": task, "seed": seed, "success": seed < k, "steps": 5, "failure": None})
+    return path
+
+
+def test_pool_sums_runs_per_shared_task_and_keeps_each_runs_rate(tmp_path, capsys):
+    from eval.pool import main, pool
+
+    a = _eval_folder(tmp_path / "a", {"apple": (17, 50), "drawer": (1, 4)})
+    b = _eval_folder(tmp_path / "b", {"apple": (11, 50)})
+    EpisodeLog(b).append({"task": "apple", "seed": 0, "success": False, "steps": 5, "failure": None})  # rerun
+    out = pool([a, b])
+    assert list(out) == ["apple"]  # only the task both folders evaluated
+    s = out["apple"]
+    assert (s["successes"], s["episodes"]) == (27, 100)  # b's rerun of seed 0 (now failed) counts once
+    assert s["wilson95"] == pytest.approx(list(wilson_interval(27, 100)))
+    assert [(r["successes"], r["episodes"]) for r in s["runs"]] == [(17, 50), (10, 50)]
+    assert main([str(a), str(b), "--markdown"]) == 0
+    assert "| apple | 2 | 27/100 = 27.0% | [19.3, 36.4] | 17/50, 10/50 |" in capsys.readouterr().out
+
+
+def test_pool_names_a_folder_without_episodes(tmp_path, capsys):
+    from eval.pool import main
+
+    a = _eval_folder(tmp_path / "a", {"apple": (1, 2)})
+    assert main([str(a), str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing: no episodes.jsonl" in err
