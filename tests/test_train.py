@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from worldflow.errors import CheckpointError, ConfigError, TrainingError
 from worldflow.logger import read_metrics
 from worldflow.model.dit import DiT, ModelConfig
 from worldflow.objectives import build_objective
-from worldflow.train import EpochBatches, TrainConfig, ema_update, train
+from worldflow.train import EpochBatches, TrainConfig, ema_update, lr_factor, train
 
 
 class Blobs(Dataset):
@@ -83,6 +84,30 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path):
     m, obj = setup()  # a new process would rebuild everything from scratch
     train(m, obj, Blobs(), TrainConfig(**CFG), tmp_path / "part", {}, resume=True)
     assert losses(tmp_path / "part") == full
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(steps=6, warmup_steps=2, lr_schedule="cosine")
+    cosine = [lr_factor(s, cfg) for s in range(7)]
+    assert cosine == pytest.approx([0.5, 1.0, 1.0, 0.8535534, 0.5, 0.1464466, 0.0])
+    constant = [lr_factor(s, TrainConfig(steps=6, warmup_steps=2)) for s in range(7)]
+    assert constant == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert lr_factor(10, cfg) == 0.0  # past `steps` (a resumed run given more steps) it stays at 0
+
+
+def test_cosine_run_logs_its_schedule_and_resumes_on_it(tmp_path):
+    cfg = TrainConfig(**{**CFG, "warmup_steps": 2, "lr_schedule": "cosine"})
+    m, obj = setup()
+    train(m, obj, Blobs(), cfg, tmp_path / "full", {})
+    logged = [r["lr"] for r in read_metrics(tmp_path / "full" / "metrics.jsonl")]
+    assert logged == pytest.approx([1e-3 * lr_factor(s, cfg) for s in range(1, 7)])
+    assert logged[-1] == 0.0 and logged[2] < logged[1]
+
+    shutil.copytree(tmp_path / "full", tmp_path / "part")  # as if stopped after the step-3 checkpoint
+    shutil.rmtree(tmp_path / "part" / "checkpoints" / "step_0000006")
+    m, obj = setup()
+    train(m, obj, Blobs(), cfg, tmp_path / "part", {}, resume=True)
+    assert losses(tmp_path / "part") == losses(tmp_path / "full")
 
 
 def test_existing_run_needs_resume(tmp_path):
@@ -160,6 +185,8 @@ def test_bad_train_config(tmp_path):
         train(m, obj, Blobs(), TrainConfig(batch_size=8, grad_accum=3), tmp_path / "r", {})
     with pytest.raises(ConfigError, match="train.precision='fp16'"):
         train(m, obj, Blobs(), TrainConfig(batch_size=8, precision="fp16"), tmp_path / "r", {})
+    with pytest.raises(ConfigError, match="train.lr_schedule='linear'"):
+        train(m, obj, Blobs(), TrainConfig(batch_size=8, lr_schedule="linear"), tmp_path / "r", {})
 
 
 class DeterministicLoss(torch.nn.Module):

@@ -40,6 +40,7 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # after warmup: constant | cosine (to 0 at `steps`)
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
@@ -110,6 +111,23 @@ class EpochBatches(Sampler):
 
     def __len__(self):
         return sys.maxsize
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """The learning rate at optimizer step `step` (0-based) as a fraction of cfg.lr: a linear warmup over
+    `warmup_steps`, then constant, or a cosine from 1 to 0 at `steps` (SGDR, Loshchilov & Hutter 2017; the
+    schedule Diffusion Policy trains with). A run stopped early (Ctrl-C at a time budget) ends wherever the
+    schedule was, so a cosine run is sized by `steps` to end inside its budget."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    done = min(1.0, (step - cfg.warmup_steps) / span)
+    return 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
@@ -233,6 +251,8 @@ def train(
         )
     if cfg.parallel not in ("ddp", "fsdp"):
         raise ConfigError(f"train.parallel={cfg.parallel!r}; use ddp or fsdp")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"train.lr_schedule={cfg.lr_schedule!r}; use one of {list(LR_SCHEDULES)}")
     if len(dataset) == 0:
         raise ConfigError("the dataset is empty")
     if not resume and ckpt.list_checkpoints(ckpt_root):
@@ -273,9 +293,7 @@ def train(
     optimizer = torch.optim.AdamW(
         param_groups([model, objective], cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=False
     )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     params = [p for g in optimizer.param_groups for p in g["params"]]
     logger = (logger or MetricLogger(run_dir)) if main else None
     step = _restore_state(resumed, run_dir, optimizer, schedule, params, logger) if resumed else 0
