@@ -93,6 +93,39 @@ def test_lr_schedules():
     constant = [lr_factor(s, TrainConfig(steps=6, warmup_steps=2)) for s in range(7)]
     assert constant == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     assert lr_factor(10, cfg) == 0.0  # past `steps` (a resumed run given more steps) it stays at 0
+    # with a time limit the cosine follows whichever of steps and time is further along
+    assert lr_factor(3, cfg, time_done=0.5) == pytest.approx(0.5)  # time ahead of the steps' 0.25
+    assert lr_factor(4, cfg, time_done=0.25) == pytest.approx(0.5)  # steps ahead of the time
+    assert lr_factor(3, cfg, time_done=2.0) == 0.0
+    assert lr_factor(0, cfg, time_done=0.9) == 0.5  # the warmup counts steps only
+    assert lr_factor(3, TrainConfig(steps=6, warmup_steps=2), time_done=0.9) == 1.0
+
+
+def test_time_limit_stops_with_the_cosine_at_zero_and_resumes_on_the_clock(tmp_path):
+    # steps far beyond what the 0.8 s budget allows: the clock ends the run and the schedule
+    cfg = TrainConfig(
+        **{**CFG, "steps": 100_000, "ckpt_every": 0, "lr_schedule": "cosine", "time_limit_min": 0.8 / 60}
+    )
+    m, obj = setup("vanilla")
+    train(m, obj, Blobs(), cfg, tmp_path / "r", {})
+    logged = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    lrs = [r["lr"] for r in logged]
+    assert 2 <= len(lrs) < 100_000 and lrs[-1] == 0.0 and lrs[0] > 0.0
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))  # no warmup here: the time-driven cosine only falls
+    (c,) = ckpt.list_checkpoints(tmp_path / "r" / "checkpoints")
+    assert c.name == f"step_{logged[-1]['step']:07d}"
+    spent = ckpt.load_checkpoint(c)["state"]["train_seconds"]
+    assert 0.8 <= spent < 30
+
+    m, obj = setup("vanilla")  # the budget is spent: a resume trains no further step
+    train(m, obj, Blobs(), cfg, tmp_path / "r", {}, resume=True)
+    assert ckpt.list_checkpoints(tmp_path / "r" / "checkpoints") == [c]
+    m, obj = setup("vanilla")  # a larger budget continues from the seconds already spent
+    more = TrainConfig(**{**cfg.__dict__, "time_limit_min": (spent + 0.5) / 60})
+    train(m, obj, Blobs(), more, tmp_path / "r", {}, resume=True)
+    (c2,) = ckpt.list_checkpoints(tmp_path / "r" / "checkpoints")[-1:]
+    assert int(c2.name[5:]) > logged[-1]["step"]
+    assert spent + 0.5 <= ckpt.load_checkpoint(c2)["state"]["train_seconds"] < spent + 30
 
 
 def test_cosine_run_logs_its_schedule_and_resumes_on_it(tmp_path):
@@ -187,6 +220,8 @@ def test_bad_train_config(tmp_path):
         train(m, obj, Blobs(), TrainConfig(batch_size=8, precision="fp16"), tmp_path / "r", {})
     with pytest.raises(ConfigError, match="train.lr_schedule='linear'"):
         train(m, obj, Blobs(), TrainConfig(batch_size=8, lr_schedule="linear"), tmp_path / "r", {})
+    with pytest.raises(ConfigError, match="train.time_limit_min=-1"):
+        train(m, obj, Blobs(), TrainConfig(batch_size=8, time_limit_min=-1), tmp_path / "r", {})
 
 
 class DeterministicLoss(torch.nn.Module):

@@ -40,7 +40,8 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    lr_schedule: str = "constant"  # after warmup: constant | cosine (to 0 at `steps`)
+    lr_schedule: str = "constant"  # after warmup: constant | cosine (to 0 at `steps` or the time limit)
+    time_limit_min: float = 0.0  # > 0: stop after this many minutes of training (summed over resumes)
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
@@ -116,17 +117,19 @@ class EpochBatches(Sampler):
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
+def lr_factor(step: int, cfg: TrainConfig, time_done: float = 0.0) -> float:
     """The learning rate at optimizer step `step` (0-based) as a fraction of cfg.lr: a linear warmup over
     `warmup_steps`, then constant, or a cosine from 1 to 0 at `steps` (SGDR, Loshchilov & Hutter 2017; the
-    schedule Diffusion Policy trains with). A run stopped early (Ctrl-C at a time budget) ends wherever the
-    schedule was, so a cosine run is sized by `steps` to end inside its budget."""
+    schedule Diffusion Policy trains with). `time_done` is the fraction of `time_limit_min` spent: the cosine
+    follows whichever of steps and time is further along, so a run with a time budget reaches 0 when the
+    budget ends however fast the machine is (the budget-driven schedule of Cramming, Geiping & Goldstein
+    2023)."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.lr_schedule == "constant":
         return 1.0
     span = max(1, cfg.steps - cfg.warmup_steps)
-    done = min(1.0, (step - cfg.warmup_steps) / span)
+    done = min(1.0, max((step - cfg.warmup_steps) / span, time_done))
     return 0.5 * (1.0 + math.cos(math.pi * done))
 
 
@@ -253,6 +256,8 @@ def train(
         raise ConfigError(f"train.parallel={cfg.parallel!r}; use ddp or fsdp")
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"train.lr_schedule={cfg.lr_schedule!r}; use one of {list(LR_SCHEDULES)}")
+    if not cfg.time_limit_min >= 0:
+        raise ConfigError(f"train.time_limit_min={cfg.time_limit_min}; use minutes >= 0 (0: no limit)")
     if len(dataset) == 0:
         raise ConfigError("the dataset is empty")
     if not resume and ckpt.list_checkpoints(ckpt_root):
@@ -293,10 +298,18 @@ def train(
     optimizer = torch.optim.AdamW(
         param_groups([model, objective], cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=False
     )
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    budget = cfg.time_limit_min * 60.0
+    # training seconds so far, summed over resumes (agreed by all ranks): the time limit and its schedule
+    clock = {"spent": float(resumed["state"].get("train_seconds", 0.0)) if resumed else 0.0}
+
+    def factor(s: int) -> float:
+        return lr_factor(s, cfg, clock["spent"] / budget if budget else 0.0)
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     logger = (logger or MetricLogger(run_dir)) if main else None
     step = _restore_state(resumed, run_dir, optimizer, schedule, params, logger) if resumed else 0
+    out_of_time = bool(budget) and clock["spent"] >= budget
 
     micro = cfg.batch_size // (cfg.grad_accum * world_size)
     batches = EpochBatches(
@@ -330,6 +343,7 @@ def train(
                 "schedule": schedule.state_dict(),
                 "rng": rng_state(),
                 "step": at,
+                "train_seconds": clock["spent"],
             }
             path = ckpt.save_checkpoint(
                 ckpt_root, at, model_state, ema_state, state, meta, cfg.keep_checkpoints
@@ -357,8 +371,8 @@ def train(
         disable=not main,
     )
     with stop_on_sigint() as interrupt:
-        t0, seen = time.perf_counter(), 0
-        while step < cfg.steps:
+        t0, seen, spent0 = time.perf_counter(), 0, clock["spent"]
+        while step < cfg.steps and not out_of_time:
             model.train()
             optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
@@ -366,9 +380,13 @@ def train(
                 batch = to_device(next(data), device)
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     loss, metrics = objective(proxy, teacher, batch)
-                # one collective for both checks; every rank sees the same Ctrl-C and stops at the same step
+                # one collective for the checks; every rank sees the same Ctrl-C and clock, stops at the same step
                 checks = dist.mean(
-                    {"bad": float(not math.isfinite(loss.item())), "stop": float(interrupt.is_set())}
+                    {
+                        "bad": float(not math.isfinite(loss.item())),
+                        "stop": float(interrupt.is_set()),
+                        "time": spent0 + time.perf_counter() - t0,
+                    }
                 )
                 if checks["bad"] > 0:
                     raise TrainingError(
@@ -378,6 +396,8 @@ def train(
                 for k, v in {"loss": loss.item(), **metrics}.items():
                     sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
             dist.all_reduce_grads(objective.parameters())
+            clock["spent"] = checks["time"]
+            out_of_time = bool(budget) and clock["spent"] >= budget
             grad_norm = dist.clip_grad_norm(params, cfg.grad_clip)
             optimizer.step()
             schedule.step()
@@ -410,6 +430,8 @@ def train(
             if checks["stop"] > 0:
                 break
         bar.close()
+        if out_of_time and main:
+            print(f"time limit of {cfg.time_limit_min:g} min reached at step {step}")
         done = ckpt.list_checkpoints(ckpt_root)
         if not done or done[-1].name != f"step_{step:07d}":
             path = save(step)
