@@ -417,7 +417,8 @@ def train(
                 }
                 if main:
                     logger.log(last)
-                bar.set_postfix(loss=f"{sums['loss']:.4f}", sps=f"{seen / elapsed:.1f}")
+                left = {"left": f"{max(0.0, budget - clock['spent']) / 60:.1f}min"} if budget else {}
+                bar.set_postfix(loss=f"{sums['loss']:.4f}", sps=f"{seen / elapsed:.1f}", **left)
             if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
                 save(step)
             if (
