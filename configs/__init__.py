@@ -1,0 +1,1 @@
+"""Hydra configuration tree (YAML files). A package only so that a wheel ships it beside worldflow/."""
