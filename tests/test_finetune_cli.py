@@ -76,8 +76,10 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     assert ok.returncode == 0, ok.stderr[-3000:]
     metrics = json.loads((tmp_path / "ft" / "openloop" / "step_0000003" / "openloop.json").read_text())
     assert len(metrics["psnr_per_step"]) == 4 and len(metrics["action_l1_per_dim_env_units"]) == 7
-    # two held-out windows: each is sampled again from the other's frames
-    assert metrics["action_image_sensitivity"] >= 0 and metrics["action_noise_sensitivity"] > 0
+    # two held-out windows, each sampled again from the other's frames and with another seed: the 3-step EMA
+    # is still at its zero-initialised output (adaLN-Zero), so the seed, not the image, sets the chunk
+    # (test_worldmodel checks the metric itself on a model that reads the frames)
+    assert metrics["action_image_sensitivity"] < 0.01 < metrics["action_noise_sensitivity"]
     assert (tmp_path / "ft" / "openloop" / "step_0000003" / "frames.gif").is_file()
     samp = cli(
         "-m",

@@ -153,7 +153,9 @@ def test_tiny_finetune_lowers_frame_and_action_losses(tmp_path, objective):
     m = wm_model()
     obj = WorldModelObjective(WorldModelConfig(), build_objective({"name": objective}, m))
     batch = collate([ds[i] for i in range(4)])
-    assert obj(m, m, batch)[1]["frac_policy"] >= 0
+    fracs = {k: v for k, v in obj(m, m, batch)[1].items() if k.startswith("frac_")}
+    assert set(fracs) == {f"frac_{mode}" for mode in obj.modes} and len(fracs) > 1
+    assert sum(fracs.values()) == pytest.approx(1.0)  # every window of the batch gets one mode
     cfg = TrainConfig(steps=80, batch_size=16, lr=1e-3, ema_decay=0.9, log_every=1)
     train(m, obj, ds, cfg, tmp_path / "run", {})
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")

@@ -117,6 +117,11 @@ class EpochBatches(Sampler):
 LR_SCHEDULES = ("constant", "cosine")
 
 
+def now() -> float:
+    """Seconds on the training clock (time limit, throughput). One function so tests can drive the clock."""
+    return time.perf_counter()
+
+
 def lr_factor(step: int, cfg: TrainConfig, time_done: float = 0.0) -> float:
     """The learning rate at optimizer step `step` (0-based) as a fraction of cfg.lr: a linear warmup over
     `warmup_steps`, then constant, or a cosine from 1 to 0 at `steps` (SGDR, Loshchilov & Hutter 2017; the
@@ -371,7 +376,7 @@ def train(
         disable=not main,
     )
     with stop_on_sigint() as interrupt:
-        t0, seen, spent0 = time.perf_counter(), 0, clock["spent"]
+        t0, seen, spent0 = now(), 0, clock["spent"]
         while step < cfg.steps and not out_of_time:
             model.train()
             optimizer.zero_grad(set_to_none=True)
@@ -385,7 +390,7 @@ def train(
                     {
                         "bad": float(not math.isfinite(loss.item())),
                         "stop": float(interrupt.is_set()),
-                        "time": spent0 + time.perf_counter() - t0,
+                        "time": spent0 + now() - t0,
                     }
                 )
                 if checks["bad"] > 0:
@@ -407,7 +412,7 @@ def train(
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 sums = dist.mean(sums)
-                elapsed = time.perf_counter() - t0
+                elapsed = now() - t0
                 last = {
                     "step": step,
                     **sums,
