@@ -47,6 +47,19 @@ def test_two_processes_match_one_process(tmp_path, objective):
     assert not any(k.startswith("module.") for k in loaded["model"])
 
 
+def test_accumulation_reduces_gradients_once_per_step_and_keeps_ranks_equal(tmp_path):
+    """grad_accum=2 under DDP: the first micro-step runs in no_sync, the second reduces. The ranks draw
+    different batches, so their weights agree after 40 steps only if every step's gradients were reduced."""
+    run([str(tmp_path / "one"), "vanilla", "accum"], tmp_path, 1)
+    run([str(tmp_path / "two"), "vanilla", "accum"], tmp_path, 2)
+    sums = [float((tmp_path / "two" / f"params_rank{r}.txt").read_text()) for r in (0, 1)]
+    assert sums[0] == sums[1]
+    one = np.array([r["loss"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl")])
+    two = np.array([r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")])
+    assert len(one) == len(two) == 40 and two[-10:].mean() < 0.7 * two[:10].mean()
+    assert abs(two[-10:].mean() - one[-10:].mean()) < 0.15 * one[-10:].mean()
+
+
 def test_fsdp2_matches_one_process_and_resumes_at_any_world_size(tmp_path):
     """FSDP2 (train.parallel=fsdp), gloo, 2 ranks: same loss curve as one process within noise; its
     checkpoint holds full tensors under the plain keys and a single process resumes it."""

@@ -9,6 +9,7 @@ torchrun's rendezvous flags (see README): every rank runs the same command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -38,15 +39,31 @@ def barrier() -> None:
         dist.barrier()
 
 
+def comm_device() -> torch.device:
+    """Where a collective's tensors must live: NCCL reduces CUDA tensors only, gloo CPU tensors."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def mean(values: dict[str, float]) -> dict[str, float]:
-    """Average scalar metrics over ranks (identity in one process)."""
+    """Average scalar metrics over ranks (identity in one process): one all-reduce for the whole dict."""
     if not dist.is_initialized() or not values:
         return values
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=comm_device())
     dist.all_reduce(t)
     t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
+
+
+def grad_sync(module, last: bool):
+    """A context for one accumulation micro-step: DDP and FSDP2 reduce gradients on the last one only."""
+    if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext() if last else module.no_sync()
+    if hasattr(module, "set_requires_gradient_sync"):  # an FSDP2 module
+        module.set_requires_gradient_sync(last)
+    return contextlib.nullcontext()
 
 
 def all_reduce_grads(params) -> None:
@@ -132,13 +149,13 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     if not any(_is_dtensor(g) for g in grads):
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    local = torch.zeros((), dtype=torch.float64)
-    plain = torch.zeros((), dtype=torch.float64)
-    for g in grads:
+    local = torch.zeros((), dtype=torch.float64, device=comm_device())
+    plain = torch.zeros((), dtype=torch.float64, device=comm_device())
+    for g in grads:  # summed where the collective runs (a CUDA tensor under NCCL, no copy per gradient)
         if _is_dtensor(g):
-            local += g.to_local().double().pow(2).sum().cpu()
+            local += g.to_local().double().pow(2).sum().to(local.device)
         else:
-            plain += g.double().pow(2).sum().cpu()
+            plain += g.double().pow(2).sum().to(plain.device)
     dist.all_reduce(local)
     total = (local + plain).sqrt()
     coef = min(1.0, max_norm / (float(total) + 1e-6))

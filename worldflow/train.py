@@ -381,23 +381,25 @@ def train(
             model.train()
             optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
-            for _ in range(cfg.grad_accum):
-                batch = to_device(next(data), device)
-                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    loss, metrics = objective(proxy, teacher, batch)
-                # one collective for the checks; every rank sees the same Ctrl-C and clock, stops at the same step
-                checks = dist.mean(
-                    {
-                        "bad": float(not math.isfinite(loss.item())),
-                        "stop": float(interrupt.is_set()),
-                        "time": spent0 + now() - t0,
-                    }
-                )
-                if checks["bad"] > 0:
-                    raise TrainingError(
-                        f"loss is {loss.item()} at step {step + 1}; stopping (no checkpoint written)"
+            for i in range(cfg.grad_accum):
+                # DDP/FSDP2 reduce the gradients on the last micro-step only (forward and backward in it)
+                with dist.grad_sync(forward, last=i == cfg.grad_accum - 1):
+                    batch = to_device(next(data), device)
+                    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                        loss, metrics = objective(proxy, teacher, batch)
+                    # one collective for the checks; every rank sees the same Ctrl-C and clock, stops at the same step
+                    checks = dist.mean(
+                        {
+                            "bad": float(not math.isfinite(loss.item())),
+                            "stop": float(interrupt.is_set()),
+                            "time": spent0 + now() - t0,
+                        }
                     )
-                (loss / cfg.grad_accum).backward()
+                    if checks["bad"] > 0:
+                        raise TrainingError(
+                            f"loss is {loss.item()} at step {step + 1}; stopping (no checkpoint written)"
+                        )
+                    (loss / cfg.grad_accum).backward()
                 for k, v in {"loss": loss.item(), **metrics}.items():
                     sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
             dist.all_reduce_grads(objective.parameters())

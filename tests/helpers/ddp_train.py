@@ -1,8 +1,12 @@
 """Run by tests/test_dist.py under torchrun (or plainly): a short run on 16 px blobs.
 
-args: run_dir objective [resume] [long] [fsdp]"""
+args: run_dir objective [resume] [long] [fsdp] [accum]
 
+Under torchrun it writes each rank's parameter checksum to run_dir/params_rank{r}.txt."""
+
+import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -22,6 +26,7 @@ if __name__ == "__main__":
     cfg = TrainConfig(
         steps=steps,
         batch_size=16,
+        grad_accum=2 if "accum" in sys.argv[3:] else 1,
         lr=1e-3,
         ema_decay=0.9,
         log_every=1,
@@ -29,3 +34,6 @@ if __name__ == "__main__":
         parallel="fsdp" if "fsdp" in sys.argv[3:] else "ddp",
     )
     train(model, obj, Blobs(), cfg, run_dir, {"model": {}}, resume=resume)
+    if "RANK" in os.environ and "fsdp" not in sys.argv[3:]:
+        total = sum(float(p.double().sum()) for p in model.parameters())
+        Path(run_dir, f"params_rank{os.environ['RANK']}.txt").write_text(repr(total))
