@@ -25,7 +25,7 @@ py=.venv/bin/python
 if ! $py -c "import torch" 2>/dev/null; then
   $py -m pip install -q "torch==2.13.0"
 fi
-if ! $py -c "import worldflow, mujoco, tensorflow_datasets, pytest" 2>/dev/null; then
+if ! $py -c "import worldflow, mujoco, tensorflow_datasets, pytest, xdist" 2>/dev/null; then
   $py -m pip install -q -e ".[mujoco,rlds,dev]"
 fi
 echo "setup.sh: ready ($($py -c 'import torch; print("torch", torch.__version__)'))"

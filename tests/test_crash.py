@@ -62,6 +62,7 @@ def full(tmp_path_factory):
     return losses(path)
 
 
+@pytest.mark.slow  # multi-process; run with -m slow
 @pytest.mark.parametrize("kill_after_rows", [9, 23])
 def test_kill9_then_resume_matches_uninterrupted(tmp_path, full, kill_after_rows):
     run = tmp_path / "killed"
@@ -74,6 +75,7 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path, full, kill_after_rows
     assert losses(run) == full  # every step's loss, before and after the kill, bit for bit
 
 
+@pytest.mark.slow  # multi-process; run with -m slow
 def test_ctrl_c_checkpoints_the_step_it_stops_at_and_resume_matches(tmp_path, full):
     """SIGINT (Ctrl-C, `timeout -s INT`) finishes the current step, checkpoints it and stops; nothing is lost."""
     run = tmp_path / "interrupted"
@@ -102,6 +104,7 @@ def test_entry_point_turns_ctrl_c_into_status_130(capsys):
     assert stop.value.code == 130 and capsys.readouterr().err == "interrupted\n"
 
 
+@pytest.mark.slow  # multi-process; run with -m slow
 def test_partial_checkpoint_folder_is_ignored(tmp_path):
     subprocess.run(
         [sys.executable, SCRIPT, str(tmp_path / "r"), "vanilla"],
@@ -117,6 +120,7 @@ def test_partial_checkpoint_folder_is_ignored(tmp_path):
     assert ckpt.resolve(tmp_path / "r").name == "step_0000040"
 
 
+@pytest.mark.slow  # multi-process; run with -m slow
 def test_collection_continues_after_kill9(tmp_path):
     """eval/collect.py killed with SIGKILL mid-run: the same command continues from the journaled shards and
     the dataset equals an uninterrupted collection's."""

@@ -30,6 +30,7 @@ def run(args, tmp_path, nproc):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow  # multi-process; run with -m slow
 @pytest.mark.parametrize("objective", ["selfflow"])
 def test_two_processes_match_one_process(tmp_path, objective):
     """gloo, 2 ranks x 8 vs 1 rank x 16 (same global batch): the loss curves agree within noise — the
@@ -47,6 +48,7 @@ def test_two_processes_match_one_process(tmp_path, objective):
     assert not any(k.startswith("module.") for k in loaded["model"])
 
 
+@pytest.mark.slow  # multi-process; run with -m slow
 def test_accumulation_reduces_gradients_once_per_step_and_keeps_ranks_equal(tmp_path):
     """grad_accum=2 under DDP: the first micro-step runs in no_sync, the second reduces. The ranks draw
     different batches, so their weights agree after 40 steps only if every step's gradients were reduced."""
@@ -60,6 +62,7 @@ def test_accumulation_reduces_gradients_once_per_step_and_keeps_ranks_equal(tmp_
     assert abs(two[-10:].mean() - one[-10:].mean()) < 0.15 * one[-10:].mean()
 
 
+@pytest.mark.slow  # multi-process; run with -m slow
 def test_fsdp2_matches_one_process_and_resumes_at_any_world_size(tmp_path):
     """FSDP2 (train.parallel=fsdp), gloo, 2 ranks: same loss curve as one process within noise; its
     checkpoint holds full tensors under the plain keys and a single process resumes it."""

@@ -295,6 +295,7 @@ print(hashlib.md5(image.tobytes()).hexdigest())
 """
 
 
+@pytest.mark.slow  # multi-process; run with -m slow
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs tensorflow")
 def test_rendering_and_tensorflow_share_a_process_in_either_order():
     """Mesa's LLVM and TensorFlow's crash each other without RTLD_DEEPBIND (envs/_gl.py)."""
