@@ -6,9 +6,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-if os.environ.get(
-    "PYTEST_XDIST_WORKER"
-):  # one pytest worker per core (-n): one thread each, no oversubscription
+# one pytest worker per core (-n): one thread each, no oversubscription
+if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 from worldflow.model.dit import DiT, ModelConfig  # noqa: E402

@@ -58,7 +58,9 @@ def mean(values: dict[str, float]) -> dict[str, float]:
 
 
 def grad_sync(module, last: bool):
-    """A context for one accumulation micro-step: DDP and FSDP2 reduce gradients on the last one only."""
+    """A context for one accumulation micro-step: DDP and FSDP2 reduce gradients on the last one only.
+    `module` is what the loop calls: DDP, an FSDP2 module, or either under torch.compile."""
+    module = getattr(module, "_orig_mod", module)
     if isinstance(module, torch.nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext() if last else module.no_sync()
     if hasattr(module, "set_requires_gradient_sync"):  # an FSDP2 module

@@ -2,7 +2,7 @@
 
 args: run_dir objective [resume] [long] [fsdp] [accum]
 
-Under torchrun it writes each rank's parameter checksum to run_dir/params_rank{r}.txt."""
+Under torchrun with DDP it writes each rank's parameter checksum to run_dir/params_rank{r}.txt."""
 
 import os
 import sys
