@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from worldflow.config import CONFIG_DIR, entry_point, typed
-from worldflow.data import DataConfig, build_dataset
+from worldflow.data import DataConfig, build_dataset, stack
 from worldflow.encoders import save_encoder
 from worldflow.errors import ConfigError
 from worldflow.generate import generate
@@ -73,11 +73,6 @@ class StudyConfig:
 
 
 FIELDS = ["method", "seed", "step", "fd", "probe_acc", "loss"]
-
-
-def stack(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
-    items = [dataset[int(i)] for i in indices]
-    return torch.stack([it["x"] for it in items]), torch.stack([it["y"] for it in items])
 
 
 def append_row(path: Path, row: dict) -> None:

@@ -1,5 +1,6 @@
 """Bad inputs at the entry points: one clear error naming the input, a non-zero exit, nothing written."""
 
+import json
 import os
 import subprocess
 import sys
@@ -105,3 +106,14 @@ def test_pretrain_then_sample_and_resume(tmp_path):
     assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
     proc = cli("-m", "worldflow.sample", f"ckpt={run_dir}", "num=4", "steps=2", "labels=[99]", cwd=tmp_path)
     assert proc.returncode == 2 and "labels=[99]" in proc.stderr
+    proc = cli("-m", "worldflow.sample", f"ckpt={run_dir}", "num=4", "steps=2", "fd=65", cwd=tmp_path)
+    assert proc.returncode == 2 and "fd=65" in proc.stderr and "only 64 items" in proc.stderr
+    assert not (tmp_path / "runs" / "fd_cache").exists()  # nothing trained or written
+    proc = cli("-m", "worldflow.sample", f"ckpt={run_dir}", "num=8", "steps=2", "fd=64", f"out={out}",
+               cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "grid.fd.json").read_text())
+    assert report["samples"] == 8 and report["real"] == 64 and report["step"] == 2
+    assert report["fd"] > 0 and f"domain FD {report['fd']:.3f}" in proc.stdout
+    assert report["fd_data"] is None  # all 64 items are the reference: no other data to score
+    assert len(list((tmp_path / "runs" / "fd_cache").glob("domain_encoder-*.safetensors"))) == 1

@@ -76,6 +76,12 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     assert ok.returncode == 0, ok.stderr[-3000:]
     metrics = json.loads((tmp_path / "ft" / "openloop" / "step_0000003" / "openloop.json").read_text())
     assert len(metrics["psnr_per_step"]) == 4 and len(metrics["action_l1_per_dim_env_units"]) == 7
+    # every frame score beside the same score of the trivial predictions and of another window's actions
+    assert set(metrics["baselines"]) == {"copy_last", "mean_frame", "other_actions"}
+    for scores in (metrics, *metrics["baselines"].values()):
+        assert len(scores["moving_psnr_per_step"]) == 4 and 0 < scores["moving_fraction"] <= 1
+    # copying the context is exact wherever nothing moves, so it beats its own moving-region score
+    assert metrics["baselines"]["copy_last"]["psnr"] > metrics["baselines"]["copy_last"]["moving_psnr"]
     # two held-out windows, each sampled again from the other's frames and with another seed: the 3-step EMA
     # is still at its zero-initialised output (adaLN-Zero), so the seed, not the image, sets the chunk
     # (test_worldmodel checks the metric itself on a model that reads the frames)

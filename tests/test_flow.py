@@ -20,6 +20,24 @@ def test_time_convention_by_hand():
     assert torch.allclose(flow.noise_from_velocity(xt, v, t), x1)
 
 
+def test_x_prediction_turns_the_clean_estimate_into_the_velocity_with_jits_clamp():
+    torch.manual_seed(0)
+    x0, x1 = torch.randn(4, 5, 6), torch.randn(4, 5, 6)
+    t = torch.tensor([[1.0, 0.5, 0.1, flow.T_EPS, 0.01]]).expand(4, 5)  # per token
+    xt = flow.interpolate(x0, x1, t)
+    v = flow.to_velocity(x0, xt, t, "x")  # what a perfect x-predictor hands the samplers
+    torch.testing.assert_close(v[:, :4], (x1 - x0)[:, :4])  # the true velocity wherever t >= T_EPS
+    torch.testing.assert_close(v[:, 4], (0.01 / flow.T_EPS) * (x1 - x0)[:, 4])  # clamped below it
+    torch.testing.assert_close(flow.velocity_target(x0, x1, t, "x"), v)  # the target clamps the same way
+    torch.testing.assert_close(flow.data_from_velocity(xt, v, t)[:, :4], x0[:, :4])
+    torch.testing.assert_close(flow.velocity_target(x0, x1, t, "v"), x1 - x0)
+    assert torch.equal(flow.to_velocity(x1, xt, t, "v"), x1)  # v-prediction passes through
+    with pytest.raises(ConfigError, match="model.prediction='eps'"):
+        flow.to_velocity(x0, xt, t, "eps")
+    with pytest.raises(ConfigError, match="needs the timesteps"):
+        flow.velocity_target(x0, x1, None, "x")
+
+
 def test_per_token_interpolation():
     x0, x1 = torch.zeros(1, 3, 2), torch.ones(1, 3, 2)
     t = torch.tensor([[0.0, 0.5, 1.0]])

@@ -72,6 +72,19 @@ def test_per_token_modulation_matches_naive_reference(tiny_model):
     torch.testing.assert_close(out["frames"], ref, atol=1e-5, rtol=1e-4)
 
 
+def test_x_prediction_model_returns_the_velocity_of_its_clean_estimate(tiny_model):
+    mv, mx = randomize_zero_init(tiny_model()), randomize_zero_init(tiny_model(prediction="x"))
+    tokens, y = {"frames": torch.randn(2, 16, 48)}, torch.tensor([0, 1])
+    t = torch.rand(2, 16)
+    t[:, 0] = 0.0  # a clean token: the clamp keeps it finite
+    raw, _ = mv(tokens, t, y=y)  # the same weights read as a velocity: the output layer itself
+    v, _ = mx(tokens, t, y=y)
+    expected = (tokens["frames"] - raw["frames"]) / t.clamp_min(0.05)[..., None]
+    torch.testing.assert_close(v["frames"], expected)
+    with pytest.raises(ConfigError, match="model.prediction='eps'"):
+        tiny_model(prediction="eps")
+
+
 def test_timestep_changes_output_per_token(tiny_model):
     m = randomize_zero_init(tiny_model()).eval()
     x = torch.randn(1, 16, 48)

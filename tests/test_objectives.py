@@ -113,6 +113,21 @@ def test_clean_and_absent_tokens(tiny_model):
     assert torch.equal(p.weight[0], torch.tensor([0.0] * 4 + [1.0] * 8 + [0.0] * 4))
 
 
+def test_x_prediction_loss_is_zero_for_the_clean_tokens_at_every_t(tiny_model):
+    from worldflow import flow
+    from worldflow.objectives.common import flow_loss, noised
+
+    mx, mv = tiny_model(prediction="x"), tiny_model()
+    p = prepare(mx, batch_for(mx, 3), 0.0)
+    tau = torch.rand(3, 16)
+    tau[:, 0] = 0.01  # below JiT's clamp
+    x_t = noised(mx, p, tau)
+    perfect = {g: flow.to_velocity(p.x0[g], x_t[g], tau[:, s], "x") for g, s in mx.group_slices().items()}
+    assert flow_loss(mx, perfect, p, tau)[0].item() < 1e-10
+    # the v-loss of the same velocities against the unclamped target is not zero: the clamp is in both
+    assert flow_loss(mv, perfect, p, tau)[0].item() > 1e-4
+
+
 def test_vanilla_and_repa(tiny_model, tmp_path):
     m = randomize_zero_init(tiny_model())
     loss, metrics = build_objective({"name": "vanilla"}, m)(m, None, batch_for(m))

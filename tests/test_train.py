@@ -218,6 +218,11 @@ def test_init_from_declares_missing_keys(tmp_path):
         expected_missing=patterns,
     )
     assert torch.equal(wm.blocks[0].attn.qkv.weight.detach(), pre["blocks.0.attn.qkv.weight"])
+    # an output layer trained to predict velocities does not start an x-prediction run
+    wx = DiT(ModelConfig(size="debug", image_size=16, patch=4, num_classes=4, prediction="x"))
+    with pytest.raises(ConfigError, match="trained with model.prediction=v"):
+        train(wx, build_objective({"name": "vanilla"}, wx), Blobs(), TrainConfig(**{**CFG, "steps": 0}),
+              tmp_path / "ft3", {"model": {"prediction": "x"}}, init_from=str(tmp_path / "pre"))  # fmt: skip
 
 
 class ActionBlobs(Blobs):

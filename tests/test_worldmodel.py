@@ -146,11 +146,11 @@ def test_forward_dynamics_uses_actions():
         predict(m, ctx, cond, "forward")
 
 
-@pytest.mark.parametrize("objective", ["vanilla", "selfflow"])
-def test_tiny_finetune_lowers_frame_and_action_losses(tmp_path, objective):
+@pytest.mark.parametrize("objective,prediction", [("vanilla", "v"), ("selfflow", "v"), ("selfflow", "x")])
+def test_tiny_finetune_lowers_frame_and_action_losses(tmp_path, objective, prediction):
     cache = make_cache(tmp_path / "c", lengths=(12, 12, 12, 12))
     ds = WindowDataset(cache, context=2, horizon=3, action_horizon=4)
-    m = wm_model()
+    m = wm_model(prediction=prediction)
     obj = WorldModelObjective(WorldModelConfig(), build_objective({"name": objective}, m))
     batch = collate([ds[i] for i in range(4)])
     fracs = {k: v for k, v in obj(m, m, batch)[1].items() if k.startswith("frac_")}
@@ -163,6 +163,31 @@ def test_tiny_finetune_lowers_frame_and_action_losses(tmp_path, objective):
         first = np.mean([r[key] for r in rows[:10]])
         last = np.mean([r[key] for r in rows[-10:]])
         assert last < 0.7 * first, (key, first, last)
+
+
+def test_frame_scores_by_hand_and_the_mean_frame_of_the_training_episodes(tmp_path):
+    from worldflow.worldmodel.openloop import frame_scores, mean_frame
+
+    last = -torch.ones(1, 3, 4, 4)
+    future = -torch.ones(1, 2, 3, 4, 4)
+    future[0, 0, :, 0, 0] = 1.0  # one pixel of 32 moves, at step 0; nothing moves at step 1
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    copy = frame_scores(last[:, None].expand_as(future), future, last, valid)
+    assert copy["moving_fraction"] == pytest.approx(1 / 32)
+    assert copy["moving_psnr_per_step"][0] == pytest.approx(0.0, abs=1e-5)  # error 1 (of [0, 1]) there
+    assert copy["moving_psnr_per_step"][1] is None and copy["moving_psnr"] == pytest.approx(0.0, abs=1e-5)
+    assert copy["psnr_per_step"][0] == pytest.approx(10 * np.log10(16), abs=1e-4)  # 1 pixel of 16 off by 1
+    assert copy["psnr_per_step"][1] == pytest.approx(100.0)  # exact (MSE clamped at 1e-10)
+    half = future.clone()
+    half[0, 0, :, 0, 0] = 0.0  # halfway: error 0.5 on the moving pixel
+    assert frame_scores(half, future, last, valid)["moving_psnr"] == pytest.approx(10 * np.log10(4), abs=1e-4)
+    invalid = frame_scores(last[:, None].expand_as(future), future, last, torch.tensor([[False, True]]))
+    assert invalid["moving_psnr"] is None and invalid["moving_fraction"] == 0.0  # padding is not scored
+
+    cache = make_cache(tmp_path / "c", lengths=(3, 3, 4))  # pixel value = global step 0..9
+    held_out = WindowDataset(cache, context=2, horizon=2, action_horizon=2, episodes=[2])
+    assert mean_frame(held_out).shape == (3, 8, 8)
+    torch.testing.assert_close(mean_frame(held_out), torch.full((3, 8, 8), 2.5 / 127.5 - 1.0))  # steps 0..5
 
 
 def test_image_sensitivity_is_zero_only_for_a_policy_blind_to_frames():
@@ -232,9 +257,11 @@ def test_isolate_fixed_blocks_only_fixed_to_noised_attention():
     assert (a - b).abs().mean() > 1e-3
 
 
-@pytest.mark.parametrize("mode", ["policy", "forward", "inverse", "joint"])
-def test_kv_cache_equals_full_forward(mode):
-    m = randomize_zero_init(wm_model(isolate_fixed=True)).eval()
+@pytest.mark.parametrize(
+    "mode,prediction", [("policy", "v"), ("forward", "v"), ("inverse", "x"), ("joint", "x")]
+)
+def test_kv_cache_equals_full_forward(mode, prediction):
+    m = randomize_zero_init(wm_model(isolate_fixed=True, prediction=prediction)).eval()
     ctx, cond = torch.randn(2, 2, 3, 8, 8), torch.randn(2, 512)
     kw = dict(actions=torch.randn(2, 4, 7), future_frames=torch.randn(2, 3, 3, 8, 8).clamp(-1, 1))
     full = predict(m, ctx, cond, mode, steps=4, seed=3, kv_cache=False, **kw)

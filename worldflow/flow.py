@@ -1,8 +1,15 @@
 """Flow matching: the one place for the time convention, timestep samplers, ODE/SDE samplers and CFG.
 
 Convention (DESIGN.md §1): x_t = (1 - t)·x0 + t·x1, x0 = data, x1 ~ N(0, I); t = 1 is noise, t = 0 is
-data; the network predicts the velocity v = x1 - x0. Samplers integrate from t = 1 down to t = 0.
+data; the loss is on the velocity v = x1 - x0. Samplers integrate from t = 1 down to t = 0.
 A velocity function is any callable `fn(x, t) -> v` with t of shape (B,); the flow knows no model.
+
+What the network outputs (`model.prediction`) is a separate choice, and this module is the one place that
+turns it into a velocity (`to_velocity`): "v" outputs the velocity itself (SiT); "x" outputs the clean
+data x̂0 and v̂ = (x_t - x̂0) / max(t, T_EPS) (Li & He 2025, "Back to Basics: Let Denoising Generative
+Models Denoise", JiT, arXiv 2511.13720, LTH14/JiT): with large pixel patches the clean data lies on a
+low-dimensional manifold a narrow network can output, where the velocity carries the full-dimensional
+noise. The loss stays a v-loss, with the same clamp in the target (JiT's `denoiser.py`).
 """
 
 from __future__ import annotations
@@ -29,8 +36,36 @@ def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Te
     return (1 - tb) * x0 + tb * x1
 
 
-def velocity_target(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-    return x1 - x0
+PREDICTIONS = ("v", "x")
+# JiT's t_eps: below it the division (x_t - x̂0) / t is clamped, in the prediction and in the target alike.
+T_EPS = 0.05
+
+
+def check_prediction(prediction: str) -> None:
+    if prediction not in PREDICTIONS:
+        raise ConfigError(f"model.prediction={prediction!r}; use v (velocity) or x (clean data, JiT)")
+
+
+def velocity_target(
+    x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor | None = None, prediction: str = "v"
+) -> torch.Tensor:
+    """The v-loss target. Under x-prediction it is (x_t - x0) / max(t, T_EPS): x1 - x0 wherever t >= T_EPS,
+    shrunk below it exactly as the prediction is, so the optimum of the loss is x̂0 = x0 at every t."""
+    check_prediction(prediction)
+    if prediction == "v":
+        return x1 - x0
+    if t is None:
+        raise ConfigError("velocity_target under x-prediction needs the timesteps t")
+    tb = _bcast(t, x0)
+    return (x1 - x0) * (tb / tb.clamp_min(T_EPS))
+
+
+def to_velocity(out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prediction: str) -> torch.Tensor:
+    """The network's output -> the velocity the samplers integrate; t (B,) or (B, N) per token."""
+    if prediction == "v":
+        return out
+    check_prediction(prediction)
+    return (x_t - out) / _bcast(t, x_t).clamp_min(T_EPS)
 
 
 def data_from_velocity(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

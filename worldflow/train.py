@@ -276,6 +276,13 @@ def train(
     model.grad_checkpointing = cfg.activation_checkpointing
     if init_from:
         loaded = ckpt.load_checkpoint(init_from, with_state=False)
+        theirs = loaded["meta"].get("model", {}).get("prediction", "v")
+        if theirs != model.cfg.prediction:
+            raise ConfigError(
+                f"init_from={init_from} was trained with model.prediction={theirs}, this run has "
+                f"model.prediction={model.cfg.prediction}: the output layer means a different thing; set "
+                f"model.prediction={theirs}"
+            )
         allowed = ckpt.load_weights(
             model, loaded["ema"], expected_missing or [], f"init_from={init_from}", init_drop or []
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch.utils.data import Dataset
 
 from worldflow.data.images import ImageFolder
@@ -102,3 +103,9 @@ __all__ = [
     "VideoFolder",
     "build_dataset",
 ]
+
+
+def stack(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
+    """Items `indices` of a pretraining dataset as (x (N, ...), y (N,)) tensors."""
+    items = [dataset[int(i)] for i in indices]
+    return torch.stack([it["x"] for it in items]), torch.stack([it["y"] for it in items])

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from worldflow import flow
 from worldflow.errors import ConfigError
 from worldflow.model.embed import (
     LabelEmbedder,
@@ -50,9 +51,13 @@ class ModelConfig:
     # to every token's conditioning, so where something is reaches the actions as a coordinate. Needs the
     # action tokens (the world model), whose first tubelet is always clean context.
     keypoints: int = 0
+    # What the output layer predicts: v (the velocity, SiT) | x (the clean tokens; worldflow.flow.to_velocity
+    # turns them into the velocity). Every caller of the model receives velocities either way.
+    prediction: str = "v"
 
     def validate(self) -> None:
         size_spec(self.size)
+        flow.check_prediction(self.prediction)
         if self.image_size % self.patch:
             raise ConfigError(
                 f"model.image_size={self.image_size} is not divisible by model.patch={self.patch}"
@@ -297,7 +302,10 @@ class DiT(nn.Module):
 
         shift, scale = self.adaLN_out(cond_u)[inverse].view(b, n, -1).chunk(2, dim=-1)
         x = modulate(self.norm_out(x), shift, scale)
-        out = {g: self.embed_out[g](x[:, s]) for g, s in self.group_slices().items()}
+        out = {
+            g: flow.to_velocity(self.embed_out[g](x[:, s]), tokens[g], t[:, s], self.cfg.prediction)
+            for g, s in self.group_slices().items()
+        }
         return out, hidden
 
     # ----- cached inference (isolate_fixed) -------------------------------------------------------
@@ -340,7 +348,8 @@ class DiT(nn.Module):
         for g, s in self.group_slices().items():
             inside = (idx >= s.start) & (idx < s.stop)
             if inside.any():
-                out[g] = self.embed_out[g](x[:, inside])
+                x_t, t_g = tokens[g][:, idx[inside] - s.start], t[:, idx[inside]]
+                out[g] = flow.to_velocity(self.embed_out[g](x[:, inside]), x_t, t_g, self.cfg.prediction)
         return out
 
 

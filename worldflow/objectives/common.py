@@ -75,13 +75,18 @@ def noised(model, p: Prepared, tau: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def flow_loss(
-    model, pred: dict[str, torch.Tensor], p: Prepared, group_weights: dict[str, float] | None = None
+    model,
+    pred: dict[str, torch.Tensor],
+    p: Prepared,
+    tau: torch.Tensor,
+    group_weights: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean squared velocity error per group over the tokens in the loss, summed with group weights."""
+    """Mean squared velocity error per group over the tokens in the loss, summed with group weights; tau
+    (B, N) are the timesteps the tokens were noised at (the x-prediction target depends on them)."""
     total = torch.zeros((), device=p.weight.device)
     metrics = {}
     for g, s in model.group_slices().items():
-        target = flow.velocity_target(p.x0[g], p.x1[g])
+        target = flow.velocity_target(p.x0[g], p.x1[g], tau[:, s], model.cfg.prediction)
         per_token = (pred[g].float() - target.float()).pow(2).mean(-1)  # (B, N_g)
         w = p.weight[:, s].float()
         loss_g = (per_token * w).sum() / w.sum().clamp_min(1.0)

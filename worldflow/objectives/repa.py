@@ -70,7 +70,7 @@ class Repa(nn.Module):
         pred, hidden = model(
             noised(model, p, tau), tau, y=p.y, cond=p.cond, return_blocks=(blk,), fixed=p.fixed
         )
-        loss_flow, metrics = flow_loss(model, pred, p, self.cfg.group_weights)
+        loss_flow, metrics = flow_loss(model, pred, p, tau, self.cfg.group_weights)
         frames = model.group_slices()["frames"]
         student = self.projector(hidden[blk][:, frames]).float()
         target = self.target_features(model, batch["x"])

@@ -127,7 +127,7 @@ class SelfFlow(nn.Module):
             attn_mask=attn_mask,
             fixed=p.fixed,
         )
-        loss_flow, metrics = flow_loss(model, pred, p, self.cfg.group_weights)
+        loss_flow, metrics = flow_loss(model, pred, p, tau, self.cfg.group_weights)
         loss = loss_flow
         metrics["loss_flow"] = loss_flow.detach().item()
         if self.cfg.rep_loss:

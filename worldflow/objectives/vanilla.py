@@ -30,6 +30,6 @@ class VanillaFlow(nn.Module):
         b, n = p.weight.shape
         tau = fix_layout(sample_per_token(self.cfg.timesteps, b, n, p.weight.device), p)
         pred, _ = model(noised(model, p, tau), tau, y=p.y, cond=p.cond, fixed=p.fixed)
-        loss, metrics = flow_loss(model, pred, p, self.cfg.group_weights)
+        loss, metrics = flow_loss(model, pred, p, tau, self.cfg.group_weights)
         metrics["loss_flow"] = loss.detach().item()
         return loss, metrics

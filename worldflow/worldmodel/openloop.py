@@ -1,6 +1,12 @@
 """Open-loop prediction on held-out episodes: future frames from true actions (forward dynamics) beside the
-truth as a video, predicted vs true actions (policy mode) as a plot, PSNR/SSIM per horizon step and
-action errors in a JSON.
+truth and the copy-last-frame baseline as a video, predicted vs true actions (policy mode) as a plot,
+PSNR/SSIM per horizon step and action errors in a JSON.
+
+Every frame score stands beside the same score of trivial predictions on the same windows (`baselines`):
+copying the last context frame, and the training episodes' mean frame; and beside the model's own
+prediction from another window's action chunk (same frames, condition and noise), so that "the frames
+follow the actions" is a number: with true actions the error must be lower. `moving_psnr` scores only the
+pixels where the truth differs from the last context frame, where copying scores worst.
 
 `action_image_sensitivity` asks whether the policy looks at the image at all: each window's chunk is sampled
 again, with the same condition and noise, from the next window's context frames, and the mean change is
@@ -48,9 +54,28 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     sensitivity = image_sensitivity(model, ctx, batch["cond"], batch["actions"], pred_actions, cfg)
     noise = noise_sensitivity(model, ctx, batch["cond"], batch["actions"], pred_actions, cfg)
 
-    valid_f = batch["frame_valid"][:, context:].float()
-    p, s = psnr(pred_frames, future), ssim(pred_frames, future)  # (B, H)
-    per_step = lambda m: ((m * valid_f).sum(0) / valid_f.sum(0).clamp_min(1)).tolist()  # noqa: E731
+    other_frames = predict(  # the same noise, another window's action chunk: do the frames follow actions?
+        model,
+        ctx,
+        batch["cond"],
+        "forward",
+        actions=batch["actions"].roll(1, 0),
+        steps=cfg.steps,
+        seed=cfg.seed,
+    )["frames"]
+    valid_f = batch["frame_valid"][:, context:]
+    copy_last = ctx[:, -1:].expand_as(future)
+    mean = mean_frame(dataset).to(device).expand_as(future)
+    frames_report = {
+        name: frame_scores(guess, future, ctx[:, -1], valid_f)
+        for name, guess in (
+            ("model", pred_frames),
+            ("other_actions", other_frames),
+            ("copy_last", copy_last),
+            ("mean_frame", mean),
+        )
+    }
+    model_scores = frames_report.pop("model")
     valid_a = batch["action_valid"].float()[..., None]
     err = (pred_actions[..., :7] - batch["actions"][..., :7]).abs() * valid_a
     stats = dataset.stats
@@ -60,10 +85,9 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     n_valid = float(valid_a.sum())
     metrics = {
         "windows": len(idx),
-        "psnr_per_step": per_step(p),
-        "ssim_per_step": per_step(s),
-        "psnr": float((p * valid_f).sum() / valid_f.sum()),
-        "ssim": float((s * valid_f).sum() / valid_f.sum()),
+        **model_scores,
+        # the same scores for the same windows: another window's actions and the two trivial predictions
+        "baselines": frames_report,
         "action_l1_normalized": float(err.sum() / (n_valid * 7)),
         "action_l1_per_dim_env_units": (env_err.sum((0, 1)) / n_valid).tolist(),
         "gripper_accuracy": float(
@@ -81,19 +105,72 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     tmp = out_dir / ".openloop.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=1))
     tmp.replace(out_dir / "openloop.json")
-    # Video: per window, [context | true future] over [context | predicted future], windows side by side.
-    truth = torch.cat([ctx, future], 1)
-    guess = torch.cat([ctx, pred_frames], 1)
-    rows = torch.cat([truth, guess], dim=-2)  # stack vertically: (B, T, 3, 2S, S)
-    frames = to_uint8(torch.cat(list(rows[: min(4, len(rows))]), dim=-1).cpu())  # (T, 2S, k·S, 3)
+    # Video: per window, [context | true future] over [context | predicted future] over [context | copy of
+    # the last context frame], windows side by side.
+    rows = torch.cat(
+        [torch.cat([ctx, f], 1) for f in (future, pred_frames, copy_last)], dim=-2
+    )  # (B, T, 3, 3S, S)
+    frames = to_uint8(torch.cat(list(rows[: min(4, len(rows))]), dim=-1).cpu())  # (T, 3S, k·S, 3)
     save_video(frames, out_dir / "frames.gif", fps=3)
     plot_actions(env_true[0], env_pred[0], out_dir / "actions.png")
+    base = metrics["baselines"]
     print(
-        f"open-loop: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, action L1 {metrics['action_l1_normalized']:.3f}, "
+        f"open-loop: PSNR {metrics['psnr']:.2f} dB (another window's actions {base['other_actions']['psnr']:.2f}, "
+        f"copy last frame {base['copy_last']['psnr']:.2f}, mean frame {base['mean_frame']['psnr']:.2f}), "
+        f"moving-region PSNR {metrics['moving_psnr']:.2f} dB (another window's actions "
+        f"{base['other_actions']['moving_psnr']:.2f}, copy {base['copy_last']['moving_psnr']:.2f}, mean "
+        f"{base['mean_frame']['moving_psnr']:.2f}), SSIM {metrics['ssim']:.3f}, action L1 {metrics['action_l1_normalized']:.3f}, "
         f"image sensitivity {metrics.get('action_image_sensitivity', float('nan')):.3f}, "
         f"noise sensitivity {metrics.get('action_noise_sensitivity', float('nan')):.3f} -> {out_dir}"
     )
     return metrics
+
+
+# A pixel is "moving" where the true frame differs from the last context frame by more than this in some
+# channel ([-1, 1] units: 0.1 is ~13 of 255 levels, above JPEG-like noise, below any object's edge).
+MOVING_THRESHOLD = 0.1
+
+
+def frame_scores(guess, future, last_ctx, valid) -> dict:
+    """PSNR and SSIM per horizon step over the valid frames, and PSNR on the moving region only: the pixels
+    where the truth differs from the last context frame (squared errors pooled over those pixels of every
+    valid frame at that step). A world model that copies its context scores high on whole frames and
+    lowest here. guess, future (B, H, 3, S, S); last_ctx (B, 3, S, S); valid (B, H) bool."""
+    valid_f = valid.float()
+    per_step = lambda m: (m * valid_f).sum(0) / valid_f.sum(0).clamp_min(1)  # noqa: E731
+    p, s = psnr(guess, future), ssim(guess, future)
+    moving = ((future - last_ctx[:, None]).abs().amax(2, keepdim=True) > MOVING_THRESHOLD) & valid[
+        ..., None, None, None
+    ]
+    sq = ((guess.float() - future.float()) / 2).pow(2) * moving  # [0, 1] units, as psnr
+    count = moving.sum((0, 2, 3, 4)) * guess.shape[2]  # (H,)
+    moving_mse = sq.sum((0, 2, 3, 4)) / count.clamp_min(1)
+
+    def to_db(mse, n):  # None where no pixel moved (JSON has no NaN)
+        db = (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).reshape(-1).tolist()
+        return [d if c > 0 else None for d, c in zip(db, n.reshape(-1).tolist(), strict=True)]
+
+    return {
+        "psnr_per_step": per_step(p).tolist(),
+        "ssim_per_step": per_step(s).tolist(),
+        "psnr": float((p * valid_f).sum() / valid_f.sum().clamp_min(1)),
+        "ssim": float((s * valid_f).sum() / valid_f.sum().clamp_min(1)),
+        "moving_psnr_per_step": to_db(moving_mse, count),
+        "moving_psnr": to_db(sq.sum() / count.sum().clamp_min(1), count.sum())[0],
+        "moving_fraction": float(moving.sum() / (valid_f.sum().clamp_min(1) * future[0, 0, 0].numel())),
+    }
+
+
+def mean_frame(dataset, max_frames: int = 4096) -> torch.Tensor:
+    """(3, S, S) in [-1, 1]: the per-pixel mean of the frames of the episodes *not* in `dataset` (the
+    training episodes beside a held-out set; all episodes if there are none), at most `max_frames` evenly
+    spaced frames."""
+    cache, held = dataset.cache, set(dataset.episodes)
+    rows = [np.arange(start, start + n) for e, (start, n) in enumerate(cache.episodes) if e not in held]
+    rows = np.concatenate(rows) if rows else np.arange(len(cache.frames))
+    rows = rows[np.linspace(0, len(rows) - 1, min(max_frames, len(rows))).round().astype(int)]
+    mean = cache.frames[np.unique(rows)].astype(np.float64).mean(0) / 127.5 - 1.0  # (S, S, 3)
+    return torch.from_numpy(mean).float().permute(2, 0, 1)
 
 
 @torch.no_grad()
