@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.language import EMBEDDING_DIM, EMBEDDING_NAME, language_embedding
 from worldflow.errors import DataError
+from worldflow.language import EMBEDDING_DIM, EMBEDDING_NAME, language_embedding
+from worldflow.worldmodel.robot import rt1_proprio
 
 RT1_NAME = "fractal20220817_data"
 RT1_VERSION = "0.1.0"
@@ -187,7 +188,7 @@ def rt1_features(image_size: tuple[int, int] = RT1_IMAGE_SIZE):
     )
     observation["natural_language_instruction"] = F.Text()
     observation["natural_language_embedding"] = vec(
-        (EMBEDDING_DIM,), f"{EMBEDDING_NAME} (not USE), envs/language.py"
+        (EMBEDDING_DIM,), f"{EMBEDDING_NAME} (not USE), worldflow/language.py"
     )
     action = {k: vec(s) for k, s in ACTION_SHAPES.items()}
     action["terminate_episode"] = F.Tensor(shape=(3,), dtype=np.int32, doc="one-hot: [1,0,0] terminate")
@@ -364,7 +365,7 @@ class RT1Writer:
         split = tfds.core.SplitInfo(name="train", shard_lengths=list(self.shard_lengths), num_bytes=num_bytes)
         about = (
             f"RT-1 schema ({RT1_NAME} {RT1_VERSION}) written by worldflow (envs/rlds_writer.py). "
-            f"natural_language_embedding is {EMBEDDING_NAME} (envs/language.py), not the Universal Sentence "
+            f"natural_language_embedding is {EMBEDDING_NAME} (worldflow/language.py), not the Universal Sentence "
             f"Encoder: do not mix with real RT-1 embeddings. {self.description}"
         )
         tfds.folder_dataset.write_metadata(
@@ -446,22 +447,6 @@ def _to_numpy(tensor) -> np.ndarray | list[str]:
     if tensor.dtype == "string":
         return [s.decode() for s in tensor.numpy()]
     return tensor.numpy()
-
-
-def rt1_proprio(proprio: np.ndarray) -> np.ndarray:
-    """The suite's proprioception (..., 8) = xyz ‖ quaternion (w, x, y, z) ‖ closedness in [0, 1] -> RT-1's
-    observation features base_pose_tool_reached (7) = xyz ‖ quaternion (x, y, z, w), as fractal20220817_data
-    stores it (open-pi-zero's SimplerEnv adapter reorders the same way), ‖ gripper_closed (1), a 0/1 flag.
-    The one place this convention lives: the RLDS writer stores it, the world-model policy feeds it to a
-    checkpoint trained on RT-1 fields."""
-    p = np.asarray(proprio, np.float32)
-    if p.shape[-1] != 8:
-        raise DataError(
-            f"proprioception must have 8 numbers (xyz, quaternion, closedness), got {p.shape[-1]}"
-        )
-    return np.concatenate(
-        [p[..., :3], p[..., 4:7], p[..., 3:4], (p[..., 7:8] > 0.5).astype(np.float32)], axis=-1
-    )
 
 
 def episode_from_rollout(

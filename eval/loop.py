@@ -19,22 +19,6 @@ class PolicyError(RuntimeError):
     """The policy returned something the env cannot take (wrong action shape, NaN)."""
 
 
-class ScriptedPolicy:
-    """The CPU suite's scripted expert, run inside the env worker from privileged state (an upper bound)."""
-
-    action_dim = 7
-
-    def __init__(self, client):
-        self.client = client
-
-    def reset(self, instruction: str, seed: int) -> None:
-        pass
-
-    def act(self, obs: dict) -> ActionChunk:
-        action, terminate = self.client.expert()
-        return ActionChunk(action[None], np.array([terminate]))
-
-
 def check_chunk(chunk: ActionChunk, action_dim: int) -> None:
     if chunk.actions.ndim != 2 or chunk.actions.shape[1] != action_dim or len(chunk.actions) == 0:
         raise PolicyError(

@@ -1,5 +1,5 @@
-"""Baselines: random actions, and replay of a dataset episode's actions (the scripted expert, which needs
-the env's privileged state, runs inside the env worker: see eval/worker.py)."""
+"""Baselines: random actions, replay of a dataset episode's actions, and the scripted expert (which needs
+the env's privileged state, so it runs inside the env worker, eval/worker.py, and is asked over the client)."""
 
 from __future__ import annotations
 
@@ -58,3 +58,19 @@ class ReplayPolicy:
         a = self.queue[self.pos : self.pos + 1]
         self.pos += 1
         return ActionChunk(a, np.array([self.pos >= len(self.queue)]))
+
+
+class ScriptedPolicy:
+    """The CPU suite's scripted expert, run inside the env worker from privileged state (an upper bound)."""
+
+    action_dim = 7
+
+    def __init__(self, client):
+        self.client = client
+
+    def reset(self, instruction: str, seed: int) -> None:
+        pass
+
+    def act(self, obs: dict) -> ActionChunk:
+        action, terminate = self.client.expert()
+        return ActionChunk(action[None], np.array([terminate]))

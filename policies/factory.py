@@ -38,7 +38,7 @@ def policy_factory(cfg: PolicyConfig, robot: str, suite: str) -> Callable:
             raise ConfigError(
                 "policy=scripted needs privileged state: only the cpu suite has scripted experts"
             )
-        from eval.loop import ScriptedPolicy
+        from policies.baselines import ScriptedPolicy
 
         return ScriptedPolicy
     if cfg.name == "random":

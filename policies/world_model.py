@@ -17,15 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from envs.rlds_writer import rt1_proprio
 from policies.base import ActionChunk
 from policies.conversions import absolute_to_relative_rt1
 from worldflow.data.images import crop_window
 from worldflow.errors import ConfigError, DataError
 from worldflow.worldmodel.bundle import WorldModel, from_checkpoint
 from worldflow.worldmodel.infer import predict
-
-PROPRIO_FROM_ENV = {"rt1": rt1_proprio, "none": lambda p: p}  # robot.proprio_from_env
+from worldflow.worldmodel.robot import PROPRIO_FROM_ENV
 
 
 @dataclass
@@ -36,7 +34,7 @@ class PlanConfig:
 
 
 def embed_instruction(text: str) -> np.ndarray:
-    from envs.language import language_embedding
+    from worldflow.language import language_embedding
 
     return language_embedding(text)
 

@@ -78,6 +78,7 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     assert len(metrics["psnr_per_step"]) == 4 and len(metrics["action_l1_per_dim_env_units"]) == 7
     # every frame score beside the same score of the trivial predictions and of another window's actions
     assert set(metrics["baselines"]) == {"copy_last", "mean_frame", "other_actions"}
+    assert set(metrics["x0_mse"]) == {"copy_last", "mean_frame", "model_t1", "model_t0.5", "model_t0.1"}
     for scores in (metrics, *metrics["baselines"].values()):
         assert len(scores["moving_psnr_per_step"]) == 4 and 0 < scores["moving_fraction"] <= 1
     # copying the context is exact wherever nothing moves, so it beats its own moving-region score

@@ -1,4 +1,4 @@
-"""envs/rlds_writer.py and envs/language.py: RT-1 schema, values, atomicity, errors; the stand-in embedding."""
+"""envs/rlds_writer.py and worldflow/language.py: RT-1 schema, values, atomicity, errors; the stand-in embedding."""
 
 import json
 import subprocess
@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.language import EMBEDDING_DIM, language_embedding
 from envs.rlds_writer import (
     CONTINUE,
     TERMINATE,
@@ -20,6 +19,7 @@ from envs.rlds_writer import (
     write_rt1_dataset,
 )
 from worldflow.errors import ConfigError, DataError
+from worldflow.language import EMBEDDING_DIM, language_embedding
 
 ROOT = Path(__file__).resolve().parents[1]
 F32 = "float32"
@@ -285,7 +285,7 @@ def test_language_embedding_unit_norm_and_similarity():
 
 
 def test_language_embedding_is_the_same_in_another_process():
-    code = "from envs.language import language_embedding as e; print(e('place apple into top drawer').tobytes().hex())"
+    code = "from worldflow.language import language_embedding as e; print(e('place apple into top drawer').tobytes().hex())"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert bytes.fromhex(out.stdout.strip()) == language_embedding("place apple into top drawer").tobytes()
     # pinned: the recipe must not drift across machines or numpy versions (bump EMBEDDING_NAME if it must)

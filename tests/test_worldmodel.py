@@ -190,6 +190,23 @@ def test_frame_scores_by_hand_and_the_mean_frame_of_the_training_episodes(tmp_pa
     torch.testing.assert_close(mean_frame(held_out), torch.full((3, 8, 8), 2.5 / 127.5 - 1.0))  # steps 0..5
 
 
+def test_denoising_mse_scores_the_future_tokens_only():
+    from worldflow.worldmodel.openloop import denoising_mse
+
+    m = wm_model(prediction="x").eval()  # zero-initialised output layer: x̂0 = 0 at every t
+    x = torch.rand(2, 5, 3, 8, 8) * 2 - 1
+    batch = {"x": x, "actions": torch.zeros(2, 4, 7), "cond": torch.zeros(2, 512),
+             "frame_valid": torch.ones(2, 5, dtype=torch.bool), "action_valid": torch.ones(2, 4, dtype=torch.bool)}  # fmt: skip
+    batch["frame_valid"][1, 4] = False  # a padded frame is not scored
+    future = x[:, 2:]
+    out = denoising_mse(m, batch, 2, {"truth": future, "zeros": torch.zeros_like(future)}, seed=0)
+    assert out["truth"] == 0.0
+    expected = float(torch.cat([future[0].flatten(), future[1, :2].flatten()]).pow(2).mean())
+    assert out["zeros"] == pytest.approx(expected, rel=1e-5)
+    for t in ("model_t1", "model_t0.5", "model_t0.1"):
+        assert out[t] == pytest.approx(expected, rel=1e-4)
+
+
 def test_image_sensitivity_is_zero_only_for_a_policy_blind_to_frames():
     from worldflow.worldmodel.openloop import OpenLoopConfig, image_sensitivity
 

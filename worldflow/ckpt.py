@@ -161,7 +161,8 @@ def from_checkpoint(path: str | Path, use_ema: bool = True, device: str | torch.
     loaded = load_checkpoint(path, with_state=False)
     meta = loaded["meta"]
     try:
-        model = DiT(ModelConfig(**meta["model"]))
+        # checkpoints written before model.prediction existed predicted the velocity
+        model = DiT(ModelConfig(**{"prediction": "v", **meta["model"]}))
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint {loaded['dir']}: meta.json has no usable model config: {e}") from e
     state = (

@@ -7,6 +7,7 @@ timestep, so one network learns the policy, forward, inverse and joint modes (DE
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,16 +55,27 @@ class FinetuneConfig:
     keyframe_repeat: int = 0
 
 
+def load_entry_point(spec: str, key: str):
+    """`package.module:function` -> the function; a ConfigError naming `key` if it cannot be loaded."""
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise worldflow.errors.ConfigError(
+            f"{key}={spec!r} cannot be loaded ({e}); use package.module:function"
+        ) from e
+
+
 def resolve_dataset(cfg: FinetuneConfig) -> None:
     """No dataset configured: write (once) and use the embedded RT-1-schema dataset from the CPU suite."""
     if cfg.robot.data.root is not None:
         return
     if cfg.robot.embedded is None:
         raise worldflow.errors.ConfigError("robot.data.root is not set and the robot has no embedded default")
-    from eval.collect import ensure_embedded_dataset
-
     emb = cfg.robot.embedded
-    root = ensure_embedded_dataset(emb.root, emb.tasks, emb.episodes_per_task, emb.seed)
+    root = load_entry_point(emb.writer, "robot.embedded.writer")(
+        emb.root, emb.tasks, emb.episodes_per_task, emb.seed
+    )
     print(
         f"robot={cfg.robot.name}: no dataset configured (robot.data.root); using the embedded RT-1-schema dataset {root} written from the CPU suite's scripted experts"
     )

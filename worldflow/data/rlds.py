@@ -30,7 +30,7 @@ class RobotDataConfig:
     image_key: str = "image"
     image_shape: list[int] = field(default_factory=lambda: [256, 320, 3])  # as declared; [] = any
     instruction_key: str = "natural_language_instruction"
-    embedding_key: str | None = "natural_language_embedding"  # None: computed by envs.language
+    embedding_key: str | None = "natural_language_embedding"  # None: computed by worldflow.language
     action_keys: list[str] = field(default_factory=lambda: ["world_vector", "rotation_delta"])
     gripper_key: str = "gripper_closedness_action"
     gripper: str = "relative"  # relative (+1 close, −1 open) | absolute (1 open, 0 closed) | absolute_closed1
@@ -196,7 +196,7 @@ def convert(cfg: RobotDataConfig, image_size: int, out_dir: str | Path, progress
                 if cfg.embedding_key:
                     embedding = arrays["observation"][cfg.embedding_key][a]
                 else:
-                    from envs.language import language_embedding
+                    from worldflow.language import language_embedding
 
                     embedding = language_embedding(texts[a])
                 writer.add(
