@@ -1,11 +1,12 @@
 """The CPU suite: SIMPLER's Google-robot tasks in MuJoCo (DESIGN.md §4), registered with gymnasium.
 
     import envs
-    from envs.experts import make_expert
+    from eval.loop import play
+    from policies.baselines import FunctionPolicy
 
     env = envs.make("google_robot_open_top_drawer", image_size=128)  # or "worldflow/GoogleRobotOpenTopDrawer-v0"
-    expert = make_expert(env)
-    result = envs.rollout(env, lambda obs, instruction: expert.act(obs), seed=0, video_path="ep.mp4")
+    row = play(env, "expert", seed=0, video_path="ep.mp4")  # the scripted expert; or any policy, e.g.
+    row = play(env, FunctionPolicy(lambda obs, instruction: np.zeros(7)), seed=0)
 
 Importing this package registers the gymnasium ids and loads neither MuJoCo nor any GL library; the first
 `make` imports envs.suite, which chooses MuJoCo's GL backend (EGL, else OSMesa, unless MUJOCO_GL is set).
@@ -13,7 +14,6 @@ Importing this package registers the gymnasium ids and loads neither MuJoCo nor 
 
 from envs.plugin import EnvConfig, SimplerAPI, make_from_config
 from envs.registry import TASK_GROUPS, TASKS, gym_id, make, register_all
-from envs.rollout import RolloutResult, rollout
 
 register_all()
 
@@ -29,11 +29,9 @@ __all__ = [
     "TASKS",
     "TASK_GROUPS",
     "EnvConfig",
-    "RolloutResult",
     "SimplerAPI",
     "gym_id",
     "make",
     "make_from_config",
     "prepare_rendering",
-    "rollout",
 ]

@@ -28,6 +28,8 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from envs.rlds_writer import Episode, RT1Writer, episode_from_rollout  # noqa: E402
+from eval.loop import LocalEnv, run_episode  # noqa: E402
+from policies.baselines import ScriptedPolicy  # noqa: E402
 from worldflow.config import entry_point, typed  # noqa: E402
 from worldflow.errors import ConfigError, EnvError  # noqa: E402
 
@@ -71,33 +73,30 @@ def perturbed(action: np.ndarray, noise: float, rng: np.random.Generator) -> np.
     return out
 
 
-def rollout(env, expert, seed: int, noise: float = 0.0) -> tuple[Episode, bool]:
-    """One scripted-expert episode under SIMPLER's loop -> (Episode, success at the last step). With
-    `noise`, the executed translation is perturbed (DART) and the expert's own action is recorded."""
-    base = env.unwrapped
-    obs, info = env.reset(seed=seed)
-    expert.reset()
+def rollout(env, seed: int, noise: float = 0.0) -> tuple[Episode, bool]:
+    """One scripted-expert episode under SIMPLER's loop (eval.loop.run_episode) -> (Episode, success at
+    the last step). `env` is a LocalEnv; with `noise`, the executed translation is perturbed (DART) and
+    the expert's own action is recorded."""
     rng = np.random.default_rng([seed, 1_000_003])  # deterministic in the seed, as a resumed run needs
-    frames, proprios, actions, terminates, texts = [], [], [], [], []
-    for _ in range(MAX_STEPS):
-        instruction = base.get_language_instruction()  # the instruction the action was chosen under
-        action, terminate = expert.act(obs)
-        frames.append(np.asarray(obs["image"]))
-        proprios.append(np.asarray(obs["proprio"], np.float32))
-        actions.append(np.asarray(action, np.float32))
-        terminates.append(bool(terminate))
-        texts.append(instruction)
-        stop = bool(terminate) and base.is_final_subtask()
-        if terminate and not stop:
-            base.advance_to_next_subtask()
-        obs, _, _, truncated, info = env.step(perturbed(actions[-1], noise, rng))
-        if stop or truncated:
-            break
-    success = bool(info.get("success", False))
+    steps: list[tuple] = []
+
+    def record(obs, action, flag, instruction):
+        steps.append(
+            (np.asarray(obs["image"]), np.asarray(obs["proprio"], np.float32), action, flag, instruction)
+        )
+
+    row = run_episode(
+        env, ScriptedPolicy(env), "collect", seed, MAX_STEPS, on_step=record,
+        execute=lambda a: perturbed(a, noise, rng),
+    )  # fmt: skip
+    if row["failure"] not in (None, "terminated", "timeout"):
+        raise EnvError(f"collecting seed {seed}: {row['failure']}")
+    frames, proprios, actions, terminates, texts = zip(*steps, strict=True)
     episode = episode_from_rollout(
-        frames, np.stack(proprios), np.stack(actions), terminates, texts, success=success
-    )
-    return episode, success
+        list(frames), np.stack(proprios), np.stack(actions).astype(np.float32), list(terminates), list(texts),
+        success=row["success"],
+    )  # fmt: skip
+    return episode, row["success"]
 
 
 def successful_episodes(
@@ -108,7 +107,6 @@ def successful_episodes(
     from tqdm import tqdm
 
     import envs
-    from envs.experts import make_expert
 
     size = parse_image_size(cfg.image_size)
     done = 0 if after is None else after[0] * cfg.episodes + after[1] + 1
@@ -118,12 +116,11 @@ def successful_episodes(
     for ti, task in enumerate(tasks):
         if (ti + 1) * cfg.episodes <= done:
             continue
-        env = envs.make(task, image_size=size, **cfg.env)
-        expert = make_expert(env)
+        env = LocalEnv(envs.make(task, image_size=size, **cfg.env))
         for i in range(cfg.episodes):
             if ti * cfg.episodes + i < done:
                 continue
-            episode, success = rollout(env, expert, cfg.seed + i, cfg.noise)
+            episode, success = rollout(env, cfg.seed + i, cfg.noise)
             counts[(task, success)] += 1
             bar.update()
             bar.set_postfix(
@@ -132,7 +129,7 @@ def successful_episodes(
             )
             if success:
                 yield episode, [ti, i]
-        env.close()
+        env.env.close()
     bar.close()
 
 

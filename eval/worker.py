@@ -39,55 +39,43 @@ def decode_array(d: dict) -> np.ndarray:
 
 
 class CpuSuite:
+    """The CPU suite (or a plug-in env) in this process through eval.loop.LocalEnv, the one adapter of a
+    gymnasium env to this protocol; only the observations are encoded here."""
+
     def __init__(self):
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         import envs
+        from eval.loop import LocalEnv
 
-        self.envs = envs
-        self.env = self.expert = None
+        self.envs, self.local_env = envs, LocalEnv
+        self.env = None
 
     def make(self, task, kwargs):
         if str(task).endswith((".yaml", ".yml")):  # a plug-in env described by a config file (envs/plugin.py)
-            self.env = self.envs.make_from_config(task)
+            self.env = self.local_env(self.envs.make_from_config(task))
         else:
-            self.env = self.envs.make(task, **kwargs)
-        self.expert = None
-        return {"max_steps": int(self.env.unwrapped.max_episode_steps)}
+            self.env = self.local_env(self.envs.make(task, **kwargs))
+        return {"max_steps": self.env.max_steps}
 
     def reset(self, seed):
-        obs, _ = self.env.reset(seed=seed)
-        if self.expert is not None:
-            self.expert.reset()
-        self.obs = obs
-        return {"obs": self._obs(obs), "instruction": self.env.unwrapped.get_language_instruction()}
+        obs, instruction = self.env.reset(seed)
+        return {"obs": self._obs(obs), "instruction": instruction}
 
     def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(np.asarray(action, np.float32))
-        self.obs = obs
-        return {
-            "obs": self._obs(obs),
-            "reward": float(reward),
-            "terminated": bool(terminated),
-            "truncated": bool(truncated),
-            "success": bool(info.get("success", False)),
-        }
+        res = self.env.step(action)
+        return {**res, "obs": self._obs(res["obs"])}
 
     def instruction(self):
-        return self.env.unwrapped.get_language_instruction()
+        return self.env.instruction()
 
     def is_final_subtask(self):
-        return bool(self.env.unwrapped.is_final_subtask())
+        return self.env.is_final_subtask()
 
     def advance(self):
-        self.env.unwrapped.advance_to_next_subtask()
+        self.env.advance()
 
     def expert_action(self):
-        if self.expert is None:
-            from envs.experts import make_expert
-
-            self.expert = make_expert(self.env)
-            self.expert.reset()
-        action, terminate = self.expert.act(self.obs)
+        action, terminate = self.env.expert()
         return {"action": np.asarray(action, np.float64).tolist(), "terminate": bool(terminate)}
 
     @staticmethod

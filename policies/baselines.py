@@ -13,6 +13,24 @@ DEFAULT_LOW = np.array([-0.05, -0.05, -0.05, -0.25, -0.25, -0.25, -1.0], np.floa
 DEFAULT_HIGH = -DEFAULT_LOW
 
 
+class FunctionPolicy:
+    """A policy from a function `fn(obs, instruction) -> action (7,)` or `(action, terminate)`, one step a
+    chunk: for looking at envs and writing tests."""
+
+    action_dim = 7
+
+    def __init__(self, fn):
+        self.fn, self.instruction = fn, ""
+
+    def reset(self, instruction: str, seed: int) -> None:
+        self.instruction = instruction
+
+    def act(self, obs: dict) -> ActionChunk:
+        out = self.fn(obs, self.instruction)
+        action, terminate = out if isinstance(out, tuple) else (out, False)
+        return ActionChunk(np.asarray(action, np.float32)[None], np.array([bool(terminate)]))
+
+
 class RandomPolicy:
     """Uniform actions inside the bounds, with the gripper command drawn from {-1, 0, +1}."""
 

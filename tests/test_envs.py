@@ -15,21 +15,20 @@ import pytest
 
 import envs
 from envs import scene
-from envs.experts import make_expert
 from envs.geometry import axis_angle_to_quat, quat_mul
 from envs.google_robot import TASK_FACTORIES
+from eval.loop import play
+from policies.baselines import FunctionPolicy
 from worldflow.errors import DataError, EnvError
 
 SMALL = 32
 
 
 def run_expert(env, seed: int):
-    expert = make_expert(env)
-    return envs.rollout(env, lambda obs, instruction: expert.act(obs), seed=seed)
+    return play(env, "expert", seed=seed)
 
 
-def noop(obs, instruction):
-    return np.zeros(7, np.float32)
+noop = FunctionPolicy(lambda obs, instruction: np.zeros(7, np.float32))
 
 
 def test_task_names_groups_and_ids():
@@ -49,11 +48,11 @@ def test_expert_succeeds_and_noop_fails(task):
     env = envs.make(task, image_size=SMALL)
     for seed in (0, 1):
         result = run_expert(env, seed)
-        assert result.success, (task, seed)
-        assert result.steps < env.unwrapped.max_episode_steps  # ended by terminate, not truncation
-    result = envs.rollout(env, noop, seed=0)
-    assert not result.success
-    assert result.steps == env.unwrapped.max_episode_steps  # SIMPLER's limits: 80, 113, 200
+        assert result["success"], (task, seed)
+        assert result["steps"] < env.unwrapped.max_episode_steps  # ended by terminate, not truncation
+    result = play(env, noop, seed=0)
+    assert not result["success"]
+    assert result["steps"] == env.unwrapped.max_episode_steps  # SIMPLER's limits: 80, 113, 200
 
 
 def test_instructions_follow_simpler():
@@ -98,10 +97,10 @@ def test_two_stage_success_only_on_final_subtask_and_judged_each_step():
     env = envs.make("google_robot_place_apple_in_closed_top_drawer", image_size=SMALL)
     base = env.unwrapped
     result = run_expert(env, seed=2)
-    assert result.success
+    assert result["success"]
     assert (
-        result.instructions[0] == "open top drawer"
-        and result.instructions[-1] == "place apple into top drawer"
+        result["instructions"][0] == "open top drawer"
+        and result["instructions"][-1] == "place apple into top drawer"
     )
     assert base.drawer_qpos("top") >= 0.05 and "drawer_top" in base.contact_bodies("apple")
     base.subtask_index = 0  # the same apple-in-drawer state on the first subtask is no success
@@ -251,17 +250,16 @@ def test_errors_name_the_input(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     with pytest.raises(DataError, match="a_file"):
-        envs.rollout(env, noop, seed=0, video_path=blocker / "video.gif")
+        play(env, noop, seed=0, video_path=blocker / "video.gif")
 
 
 def test_rollout_writes_video_of_every_step(tmp_path):
     env = envs.make("google_robot_close_top_drawer", image_size=SMALL)
     result = run_expert(env, seed=0)
-    expert = make_expert(env)
-    video = envs.rollout(env, lambda o, i: expert.act(o), seed=0, video_path=tmp_path / "v" / "ep.mp4")
-    assert video.success == result.success and video.steps == result.steps
-    frames = iio.imread(video.video_path)  # mp4: GIF writers merge identical frames
-    assert frames.shape[0] == result.steps + 1 and frames.shape[1:3] == (SMALL, SMALL)
+    video = play(env, "expert", seed=0, video_path=tmp_path / "v" / "ep.mp4")
+    assert video["success"] == result["success"] and video["steps"] == result["steps"]
+    frames = iio.imread(tmp_path / "v" / "ep.mp4")  # mp4: GIF writers merge identical frames
+    assert frames.shape[0] == result["steps"] + 1 and frames.shape[1:3] == (SMALL, SMALL)
 
 
 def test_eval_worker_runs_the_cpu_suite():

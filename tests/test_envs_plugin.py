@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 import envs
-from envs.experts import make_expert
 from envs.plugin import load_env_config
+from eval.loop import play
+from policies.baselines import FunctionPolicy
 from worldflow.errors import ConfigError, EnvError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "env"
@@ -70,12 +71,12 @@ def test_plugin_env_runs_simplers_loop_from_a_config_file(tmp_path, toy_id):
     assert base.get_language_instruction() == "push the block" and base.is_final_subtask()
     base.advance_to_next_subtask()  # a no-op
     assert base.is_final_subtask() and base.max_episode_steps == 6
-    push = envs.rollout(env, lambda o, i: np.array([0.3, 0, 0, 0, 0, 0, 0], np.float32), seed=0)
-    assert push.success and push.steps == 6 and push.instructions == ["push the block"] * 6
-    still = envs.rollout(env, lambda o, i: np.zeros(7, np.float32), seed=0)
-    assert not still.success and still.steps == 6  # truncated by max_steps from the config
-    stop = envs.rollout(env, lambda o, i: (np.array([0.5, 0, 0, 0, 0, 0, 0]), True), seed=0)
-    assert stop.steps == 1  # terminate on the (only, final) subtask ends the episode
+    push = play(env, FunctionPolicy(lambda o, i: np.array([0.3, 0, 0, 0, 0, 0, 0], np.float32)), seed=0)
+    assert push["success"] and push["steps"] == 6 and push["instructions"] == ["push the block"] * 6
+    still = play(env, FunctionPolicy(lambda o, i: np.zeros(7, np.float32)), seed=0)
+    assert not still["success"] and still["steps"] == 6  # truncated by max_steps from the config
+    stop = play(env, FunctionPolicy(lambda o, i: (np.array([0.5, 0, 0, 0, 0, 0, 0]), True)), seed=0)
+    assert stop["steps"] == 1 and stop["failure"] == "terminated"  # terminate on the final subtask
     with pytest.raises(EnvError, match=r"\(3,\)"):
         env.step(np.zeros(3))
 
@@ -119,8 +120,7 @@ def test_cpu_suite_config_file():
     assert obs["image"].shape == (16, 20, 3) and obs["proprio"].shape == (8,)
     assert env.unwrapped.get_language_instruction() == "pick coke can"
     assert env.unwrapped.max_episode_steps == 80
-    expert = make_expert(env)  # finds the CPU-suite env under the adapter
-    assert envs.rollout(env, lambda obs, instruction: expert.act(obs), seed=0).success
+    assert play(env, "expert", seed=0)["success"]  # the expert finds the CPU-suite env under the adapter
 
 
 def test_plugin_env_through_the_evaluation_harness(tmp_path):

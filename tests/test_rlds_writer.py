@@ -395,8 +395,13 @@ def test_resumable_writer_keeps_journaled_shards_after_a_crash(tmp_path):
     assert (fresh.resumed, fresh.episodes) == (None, 0) and list(fresh.tmp.iterdir()) == []
 
 
-def test_dart_noise_moves_the_executed_translation_and_records_the_experts_action(tmp_path):
+def test_dart_noise_moves_the_executed_translation_and_records_the_experts_action(tmp_path, monkeypatch):
+    import types
+
     from eval.collect import CollectConfig, collect, perturbed, rollout
+    from eval.loop import LocalEnv
+
+    monkeypatch.setitem(sys.modules, "envs.experts", types.SimpleNamespace(make_expert=FakeExpert))
 
     class Recording(FakeTwoStageEnv):
         def step(self, action):
@@ -405,7 +410,8 @@ def test_dart_noise_moves_the_executed_translation_and_records_the_experts_actio
 
     env = Recording("fake", (32, 40))
     env.sent = []
-    episode, _ = rollout(env, FakeExpert(env), seed=0, noise=0.01)
+    local = LocalEnv(env)
+    episode, _ = rollout(local, seed=0, noise=0.01)
     sent = np.stack(env.sent)
     recorded = np.c_[episode.world_vector, episode.rotation_delta]
     # the expert's action is what the data keeps; the env got it with translation noise (~1 cm), no more
@@ -414,7 +420,7 @@ def test_dart_noise_moves_the_executed_translation_and_records_the_experts_actio
     assert 0.002 < np.abs(wiggle).mean() < 0.02 and np.allclose(sent[:, 3:6], recorded[:, 3:6])
     assert np.abs(sent[:, :3]).max() <= 0.05 + 1e-6  # within the suite's action bounds
     env.sent = []
-    rollout(env, FakeExpert(env), seed=0, noise=0.01)
+    rollout(local, seed=0, noise=0.01)
     np.testing.assert_array_equal(np.stack(env.sent), sent)  # deterministic in the seed (resumable)
     clean = np.full(7, 0.01, np.float32)
     assert perturbed(clean, 0.0, np.random.default_rng(0)) is clean
