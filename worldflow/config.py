@@ -102,3 +102,34 @@ def entry_point(fn):
             sys.exit(130)
 
     return wrapper
+
+
+def run_meta(kind: str, model_cfg, objective: dict, raw: dict, **extra) -> dict:
+    """What every checkpoint of an entry point records beside the weights (meta.json)."""
+    import torch
+
+    import worldflow
+
+    return {
+        "kind": kind,
+        "worldflow": worldflow.__version__,
+        "torch": torch.__version__,
+        "model": dataclasses.asdict(model_cfg),
+        "objective": objective,
+        **extra,
+        "config": raw,
+    }
+
+
+def launch(cfg, raw: dict, model, objective, dataset, meta: dict, sample_fn, init_drop=()) -> dict:
+    """The entry points' one call of the training loop, from the fields they share: train, run_dir,
+    resume, init_from, expected_missing and logger (metrics.jsonl, and wandb with logger=wandb)."""
+    from worldflow.logger import MetricLogger
+    from worldflow.train import train
+
+    wandb = dataclasses.asdict(cfg.logger) if cfg.logger.kind == "wandb" else None
+    return train(
+        model, objective, dataset, cfg.train, cfg.run_dir, meta, resume=cfg.resume, init_from=cfg.init_from,
+        expected_missing=cfg.expected_missing, init_drop=list(init_drop), sample_fn=sample_fn,
+        logger=MetricLogger(cfg.run_dir, wandb=wandb, config=raw),
+    )  # fmt: skip

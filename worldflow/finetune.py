@@ -14,17 +14,15 @@ from typing import Any
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 import worldflow
-from worldflow.config import CONFIG_DIR, LoggerConfig, entry_point, typed
+from worldflow.config import CONFIG_DIR, LoggerConfig, entry_point, launch, run_meta, typed
 from worldflow.data.rlds import open_cache
 from worldflow.data.windows import WindowDataset, keyframe_repeats, split_episodes
-from worldflow.logger import MetricLogger
 from worldflow.model.dit import DiT, ModelConfig
 from worldflow.objectives import build_objective, objective_config
-from worldflow.train import TrainConfig, train
+from worldflow.train import TrainConfig
 from worldflow.worldmodel.modes import WorldModelConfig, WorldModelObjective
 from worldflow.worldmodel.openloop import OpenLoopConfig, evaluate_open_loop
 from worldflow.worldmodel.robot import RobotConfig
@@ -109,41 +107,20 @@ def run(cfg: FinetuneConfig, raw: dict) -> dict:
         f"{len(dataset)} windows, model={model_cfg.size} ({n_params / 1e6:.1f}M params, {model.num_tokens} tokens), "
         f"objective={cfg.objective['name']}, run_dir={cfg.run_dir}"
     )
-    meta = {
-        "kind": "worldmodel",
-        "worldflow": worldflow.__version__,
-        "torch": torch.__version__,
-        "model": dataclasses.asdict(model_cfg),
-        "objective": cfg.objective,
-        "worldmodel": dataclasses.asdict(wm),
-        "robot": dataclasses.asdict(cfg.robot),
-        "action_stats": cache.stats.to_dict(),
-        "proprio_stats": cache.proprio_stats.to_dict() if wm.proprio else None,
-        "data": {"cache": str(cache.path), "hash": cache.meta.get("hash"), "val_episodes": val_eps},
-        "config": raw,
-    }
+    meta = run_meta(
+        "worldmodel", model_cfg, cfg.objective, raw,
+        worldmodel=dataclasses.asdict(wm),
+        robot=dataclasses.asdict(cfg.robot),
+        action_stats=cache.stats.to_dict(),
+        proprio_stats=cache.proprio_stats.to_dict() if wm.proprio else None,
+        data={"cache": str(cache.path), "hash": cache.meta.get("hash"), "val_episodes": val_eps},
+    )  # fmt: skip
     val = WindowDataset(cache, wm.context, wm.horizon, wm.action_horizon, val_eps, **flags)
 
     def sample_fn(ema, step, run_dir):
         evaluate_open_loop(ema, val, cfg.openloop, run_dir / "openloop" / f"step_{step:07d}")
 
-    logger = MetricLogger(
-        cfg.run_dir, wandb=dataclasses.asdict(cfg.logger) if cfg.logger.kind == "wandb" else None, config=raw
-    )
-    return train(
-        model,
-        objective,
-        dataset,
-        cfg.train,
-        cfg.run_dir,
-        meta,
-        resume=cfg.resume,
-        init_from=cfg.init_from,
-        expected_missing=cfg.expected_missing,
-        init_drop=cfg.init_drop,
-        sample_fn=sample_fn,
-        logger=logger,
-    )
+    return launch(cfg, raw, model, objective, dataset, meta, sample_fn, init_drop=cfg.init_drop)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="finetune", version_base="1.3")

@@ -5,23 +5,18 @@ Pretrains the backbone on images or video; writes checkpoints, metrics.jsonl and
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-import worldflow
-from worldflow.config import CONFIG_DIR, PretrainConfig, entry_point, typed
+from worldflow.config import CONFIG_DIR, PretrainConfig, entry_point, launch, run_meta, typed
 from worldflow.data import build_dataset
 from worldflow.errors import ConfigError
 from worldflow.generate import generate, write_samples
-from worldflow.logger import MetricLogger
 from worldflow.model.dit import DiT, config_for_data
 from worldflow.objectives import build_objective, objective_config
-from worldflow.train import train
 
 
 def sampler(cfg: PretrainConfig):
@@ -57,30 +52,8 @@ def run(cfg: PretrainConfig, raw: dict) -> dict:
         f"pretrain: data={cfg.data.name} {shape} x {len(dataset)}, model={model_cfg.size} ({n_params / 1e6:.1f}M params, "
         f"{model.num_tokens} tokens), objective={cfg.objective['name']}, run_dir={cfg.run_dir}"
     )
-    meta = {
-        "kind": "pretrain",
-        "worldflow": worldflow.__version__,
-        "torch": torch.__version__,
-        "model": dataclasses.asdict(model_cfg),
-        "objective": cfg.objective,
-        "config": raw,
-    }
-    logger = MetricLogger(
-        cfg.run_dir, wandb=dataclasses.asdict(cfg.logger) if cfg.logger.kind == "wandb" else None, config=raw
-    )
-    return train(
-        model,
-        objective,
-        dataset,
-        cfg.train,
-        cfg.run_dir,
-        meta,
-        resume=cfg.resume,
-        init_from=cfg.init_from,
-        expected_missing=cfg.expected_missing,
-        sample_fn=sampler(cfg),
-        logger=logger,
-    )
+    meta = run_meta("pretrain", model_cfg, cfg.objective, raw)
+    return launch(cfg, raw, model, objective, dataset, meta, sampler(cfg))
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="pretrain", version_base="1.3")

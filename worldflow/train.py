@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,7 +225,84 @@ def _restore_state(loaded: dict, run_dir: Path, optimizer, schedule, params, log
     return step
 
 
-def train(
+@dataclass
+class Clock:
+    """Training seconds so far, summed over resumes and agreed by all ranks, against the time budget."""
+
+    spent: float = 0.0
+    budget: float = 0.0  # seconds; 0: no limit
+
+    @property
+    def out_of_time(self) -> bool:
+        return bool(self.budget) and self.spent >= self.budget
+
+
+@dataclass
+class TrainState:
+    """Everything a training run holds between steps (torchtitan's TrainState, widened): the modules and
+    their wrappers, the optimizer and schedule, the data iterator, the step and the training clock."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    meta: dict
+    device: torch.device
+    amp: torch.dtype | None
+    rank: int
+    world: int
+    sharded: bool  # FSDP2: weights gathered for saving and sampling
+    model: nn.Module  # the plain module: its weights are saved and the EMA follows it
+    objective: nn.Module
+    ema: nn.Module
+    proxy: nn.Module  # what the objective calls: the model's API, the (DDP / compiled) forward
+    forward: nn.Module  # the wrapped forward (DDP, FSDP2, compiled) gradient sync is set on
+    teacher: nn.Module | None  # the EMA as the objective's teacher (compiled with the forward), or None
+    sample_model: nn.Module | None  # what sample_fn gets (rank 0)
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    params: list[torch.Tensor]
+    data: Iterator
+    logger: MetricLogger | None
+    clock: Clock  # the learning-rate schedule reads it too
+    step: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def check_config(cfg: TrainConfig, dataset: Dataset, world: int) -> None:
+    if cfg.batch_size % (cfg.grad_accum * world):
+        raise ConfigError(
+            f"train.batch_size={cfg.batch_size} is not divisible by train.grad_accum={cfg.grad_accum}"
+            + (f" x {world} processes" if world > 1 else "")
+        )
+    if cfg.parallel not in ("ddp", "fsdp"):
+        raise ConfigError(f"train.parallel={cfg.parallel!r}; use ddp or fsdp")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"train.lr_schedule={cfg.lr_schedule!r}; use one of {list(LR_SCHEDULES)}")
+    if not cfg.time_limit_min >= 0:
+        raise ConfigError(f"train.time_limit_min={cfg.time_limit_min}; use minutes >= 0 (0: no limit)")
+    if len(dataset) == 0:
+        raise ConfigError("the dataset is empty")
+
+
+def _init_from(model: nn.Module, init_from: str, expected_missing, init_drop) -> None:
+    """A new run starting from another checkpoint's EMA weights."""
+    loaded = ckpt.load_checkpoint(init_from, with_state=False)
+    theirs = loaded["meta"].get("model", {}).get("prediction", "v")
+    if theirs != model.cfg.prediction:
+        raise ConfigError(
+            f"init_from={init_from} was trained with model.prediction={theirs}, this run has "
+            f"model.prediction={model.cfg.prediction}: the output layer means a different thing; set "
+            f"model.prediction={theirs}"
+        )
+    allowed = ckpt.load_weights(
+        model, loaded["ema"], expected_missing or [], f"init_from={init_from}", init_drop or []
+    )
+    print(f"init_from {loaded['dir']}: loaded EMA weights; newly initialised: {allowed or 'none'}")
+
+
+def setup(
     model: nn.Module,
     objective: nn.Module,
     dataset: Dataset,
@@ -237,95 +314,66 @@ def train(
     init_from: str | None = None,
     expected_missing: list[str] | None = None,
     init_drop: list[str] | None = None,
-    sample_fn: Callable[[nn.Module, int, Path], None] | None = None,
     logger: MetricLogger | None = None,
-) -> dict:
-    """Train `model` with `objective` on `dataset`; returns the last logged metrics.
-
-    Under torchrun every rank runs this with the same arguments: the model is wrapped in DDP, each rank
-    takes its slice of every global batch, rank 0 logs, samples and writes checkpoints.
-    """
+) -> TrainState:
+    """Devices and process group, initial or resumed weights, the EMA, the parallel wrappers, the optimizer
+    and schedule, the data order from the resumed position: the state `train_step` advances."""
     run_dir = Path(run_dir)
-    ckpt_root = run_dir / "checkpoints"
     device = pick_device(cfg.device)
-    rank, world_size = dist.init(device.type)
-    if device.type == "cuda" and world_size > 1:
+    rank, world = dist.init(device.type)
+    if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
-    main = rank == 0
-    if cfg.batch_size % (cfg.grad_accum * world_size):
-        raise ConfigError(
-            f"train.batch_size={cfg.batch_size} is not divisible by train.grad_accum={cfg.grad_accum}"
-            + (f" x {world_size} processes" if world_size > 1 else "")
-        )
-    if cfg.parallel not in ("ddp", "fsdp"):
-        raise ConfigError(f"train.parallel={cfg.parallel!r}; use ddp or fsdp")
-    if cfg.lr_schedule not in LR_SCHEDULES:
-        raise ConfigError(f"train.lr_schedule={cfg.lr_schedule!r}; use one of {list(LR_SCHEDULES)}")
-    if not cfg.time_limit_min >= 0:
-        raise ConfigError(f"train.time_limit_min={cfg.time_limit_min}; use minutes >= 0 (0: no limit)")
-    if len(dataset) == 0:
-        raise ConfigError("the dataset is empty")
-    if not resume and ckpt.list_checkpoints(ckpt_root):
+    check_config(cfg, dataset, world)
+    if not resume and ckpt.list_checkpoints(run_dir / "checkpoints"):
         raise CheckpointError(
             f"run folder {run_dir} already has checkpoints; pass resume=true or choose another run_dir"
         )
     seed_everything(cfg.seed + rank)  # per-rank noise; the model itself comes in already built
-    amp = autocast_dtype(cfg.precision, device)
     model.to(device)
     objective.to(device)
     model.grad_checkpointing = cfg.activation_checkpointing
     if init_from:
-        loaded = ckpt.load_checkpoint(init_from, with_state=False)
-        theirs = loaded["meta"].get("model", {}).get("prediction", "v")
-        if theirs != model.cfg.prediction:
-            raise ConfigError(
-                f"init_from={init_from} was trained with model.prediction={theirs}, this run has "
-                f"model.prediction={model.cfg.prediction}: the output layer means a different thing; set "
-                f"model.prediction={theirs}"
-            )
-        allowed = ckpt.load_weights(
-            model, loaded["ema"], expected_missing or [], f"init_from={init_from}", init_drop or []
-        )
-        print(f"init_from {loaded['dir']}: loaded EMA weights; newly initialised: {allowed or 'none'}")
+        _init_from(model, init_from, expected_missing, init_drop)
     ema = copy.deepcopy(model).requires_grad_(False).eval()  # exact copy at step 0
     resumed = _load_resume(run_dir, model, objective, ema) if resume else None
-    sharded = world_size > 1 and cfg.parallel == "fsdp"
-    forward = model
-    sample_model = ema
-    if world_size > 1:
+    sharded = world > 1 and cfg.parallel == "fsdp"
+    forward, sample_model = model, ema
+    if world > 1:
         for p in objective.parameters():
             torch.distributed.broadcast(p.data, 0)
         if sharded:
             dist.broadcast_module(model)
             dist.broadcast_module(ema)
             # rank 0 samples alone, so it keeps a plain copy the gathered EMA weights are loaded into
-            sample_model = copy.deepcopy(ema) if main else None
+            sample_model = copy.deepcopy(ema) if rank == 0 else None
             dist.shard(model)
             dist.shard(ema)
         else:
             forward = torch.nn.parallel.DistributedDataParallel(model)  # broadcasts rank 0's weights
     if cfg.compile:
         forward = compile_model(forward)
+    teacher = ema if getattr(objective, "needs_teacher", False) else None
+    if teacher is not None and cfg.compile:
+        teacher = compile_model(teacher)  # Self-Flow's teacher pass; ema itself is saved and sampled
 
     optimizer = torch.optim.AdamW(
         param_groups([model, objective], cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=False
     )
-    budget = cfg.time_limit_min * 60.0
-    # training seconds so far, summed over resumes (agreed by all ranks): the time limit and its schedule
-    clock = {"spent": float(resumed["state"].get("train_seconds", 0.0)) if resumed else 0.0}
+    clock = Clock(
+        float(resumed["state"].get("train_seconds", 0.0)) if resumed else 0.0, cfg.time_limit_min * 60.0
+    )
 
     def factor(s: int) -> float:
-        return lr_factor(s, cfg, clock["spent"] / budget if budget else 0.0)
+        return lr_factor(s, cfg, clock.spent / clock.budget if clock.budget else 0.0)
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    logger = (logger or MetricLogger(run_dir)) if main else None
+    logger = (logger or MetricLogger(run_dir)) if rank == 0 else None
     step = _restore_state(resumed, run_dir, optimizer, schedule, params, logger) if resumed else 0
-    out_of_time = bool(budget) and clock["spent"] >= budget
 
-    micro = cfg.batch_size // (cfg.grad_accum * world_size)
+    micro = cfg.batch_size // (cfg.grad_accum * world)
     batches = EpochBatches(
-        len(dataset), micro * world_size, cfg.seed, start=step * cfg.batch_size, rank=rank, world=world_size
+        len(dataset), micro * world, cfg.seed, start=step * cfg.batch_size, rank=rank, world=world
     )
     loader = DataLoader(
         dataset,
@@ -336,133 +384,150 @@ def train(
         persistent_workers=cfg.num_workers > 0,
         worker_init_fn=_ignore_sigint,  # Ctrl-C reaches the whole process group: the main process decides
     )
-    data = iter(loader)
-    proxy = dist.ModelProxy(model, forward)
-    teacher = ema if getattr(objective, "needs_teacher", False) else None
-    if teacher is not None and cfg.compile:
-        # Self-Flow's teacher pass; ema itself is what gets saved and sampled
-        teacher = compile_model(teacher)
+    return TrainState(
+        cfg, run_dir, meta, device, autocast_dtype(cfg.precision, device), rank, world, sharded, model,
+        objective, ema, dist.ModelProxy(model, forward), forward, teacher, sample_model, optimizer, schedule,
+        params, iter(loader), logger, clock, step,
+    )  # fmt: skip
 
-    def save(at: int) -> Path | None:
-        # full tensors whatever the engine (gathering FSDP2 shards is a collective: every rank takes part)
-        path = None
-        if sharded or main:
-            model_state, ema_state, optim_state = (dist.full(m.state_dict()) for m in (model, ema, optimizer))
-        if main:
-            model_state.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
-            state = {
-                "optimizer": optim_state,
-                "schedule": schedule.state_dict(),
-                "rng": rng_state(),
-                "step": at,
-                "train_seconds": clock["spent"],
-            }
-            path = ckpt.save_checkpoint(
-                ckpt_root, at, model_state, ema_state, state, meta, cfg.keep_checkpoints
+
+def train_step(state: TrainState, interrupt: threading.Event, clock_start: tuple[float, float]) -> dict:
+    """One optimizer step over `grad_accum` micro-batches; returns the step's mean metrics, its gradient
+    norm and whether any rank asked to stop. clock_start = (training seconds, now()) when this process
+    began, from which every rank agrees on the clock through the step's one collective."""
+    cfg, model = state.cfg, state.model
+    model.train()
+    state.optimizer.zero_grad(set_to_none=True)
+    sums: dict[str, float] = {}
+    for i in range(cfg.grad_accum):
+        # DDP/FSDP2 reduce the gradients on the last micro-step only (forward and backward in it)
+        with dist.grad_sync(state.forward, last=i == cfg.grad_accum - 1):
+            batch = to_device(next(state.data), state.device)
+            with torch.autocast(state.device.type, dtype=state.amp, enabled=state.amp is not None):
+                loss, metrics = state.objective(state.proxy, state.teacher, batch)
+            # one collective for the checks; every rank sees the same Ctrl-C and clock, stops at the same step
+            checks = dist.mean(
+                {
+                    "bad": float(not math.isfinite(loss.item())),
+                    "stop": float(interrupt.is_set()),
+                    "time": clock_start[0] + now() - clock_start[1],
+                }
             )
-        dist.barrier()
-        return path
+            if checks["bad"] > 0:
+                raise TrainingError(
+                    f"loss is {loss.item()} at step {state.step + 1}; stopping (no checkpoint written)"
+                )
+            (loss / cfg.grad_accum).backward()
+        for k, v in {"loss": loss.item(), **metrics}.items():
+            sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+    dist.all_reduce_grads(state.objective.parameters())
+    state.clock.spent = checks["time"]
+    grad_norm = dist.clip_grad_norm(state.params, cfg.grad_clip)
+    state.optimizer.step()
+    state.schedule.step()
+    ema_update(state.ema, model, cfg.ema_decay)
+    state.step += 1
+    return {"sums": sums, "grad_norm": float(grad_norm), "stop": checks["stop"] > 0}
 
-    def sample(at: int) -> None:
-        if sharded:
-            weights = dist.full(ema.state_dict())
-            if main:
-                sample_model.load_state_dict(weights)
-        if main:
-            sample_fn(sample_model, at, run_dir)
-        dist.barrier()
 
+def save(state: TrainState) -> Path | None:
+    """A checkpoint at the state's step, full tensors whatever the engine (gathering FSDP2 shards is a
+    collective: every rank takes part); rank 0 writes it."""
+    path = None
+    if state.sharded or state.main:
+        model_state, ema_state, optim_state = (
+            dist.full(m.state_dict()) for m in (state.model, state.ema, state.optimizer)
+        )
+    if state.main:
+        model_state.update({f"objective.{k}": v for k, v in state.objective.state_dict().items()})
+        extra = {
+            "optimizer": optim_state,
+            "schedule": state.schedule.state_dict(),
+            "rng": rng_state(),
+            "step": state.step,
+            "train_seconds": state.clock.spent,
+        }
+        path = ckpt.save_checkpoint(
+            state.run_dir / "checkpoints", state.step, model_state, ema_state, extra, state.meta,
+            state.cfg.keep_checkpoints,
+        )  # fmt: skip
+    dist.barrier()
+    return path
+
+
+def sample(state: TrainState, sample_fn: Callable[[nn.Module, int, Path], None]) -> None:
+    """sample_fn(EMA weights, step, run_dir) on rank 0 (FSDP2: the EMA gathered first)."""
+    if state.sharded:
+        weights = dist.full(state.ema.state_dict())
+        if state.main:
+            state.sample_model.load_state_dict(weights)
+    if state.main:
+        sample_fn(state.sample_model, state.step, state.run_dir)
+    dist.barrier()
+
+
+def log(state: TrainState, out: dict, seen: int, elapsed: float, bar) -> dict:
+    """The step's metrics, averaged over ranks, to the logger and the progress bar."""
+    sums = dist.mean(out["sums"])
+    row = {
+        "step": state.step,
+        **sums,
+        "grad_norm": out["grad_norm"],
+        "lr": state.schedule.get_last_lr()[0],
+        "samples_per_s": seen / elapsed,
+    }
+    if state.main:
+        state.logger.log(row)
+    clock = state.clock
+    left = {"left": f"{max(0.0, clock.budget - clock.spent) / 60:.1f}min"} if clock.budget else {}
+    bar.set_postfix(loss=f"{sums['loss']:.4f}", sps=f"{seen / elapsed:.1f}", **left)
+    return row
+
+
+def train(model, objective, dataset, cfg: TrainConfig, run_dir, meta: dict, *, sample_fn=None, **kw) -> dict:
+    """Train `model` with `objective` on `dataset`; returns the last logged metrics. Keywords go to `setup`
+    (resume, init_from, expected_missing, init_drop, logger); `sample_fn(ema, step, run_dir)` runs every
+    `sample_every` steps and at the end.
+
+    Under torchrun every rank runs this with the same arguments: the model is wrapped in DDP (or sharded
+    with FSDP2), each rank takes its slice of every global batch, rank 0 logs, samples and writes
+    checkpoints. Ctrl-C finishes the step in flight, writes a checkpoint and raises KeyboardInterrupt."""
+    state = setup(model, objective, dataset, cfg, run_dir, meta, **kw)
     last: dict = {}
-    bar = tqdm(
-        total=cfg.steps,
-        initial=step,
-        desc=run_dir.name,
-        dynamic_ncols=True,
-        mininterval=1.0,
-        file=sys.stdout,
-        disable=not main,
-    )
+    bar = tqdm(total=cfg.steps, initial=state.step, desc=state.run_dir.name, dynamic_ncols=True,
+               mininterval=1.0, file=sys.stdout, disable=not state.main)  # fmt: skip
+    every = lambda n: n and state.step % n == 0 and state.step < cfg.steps  # noqa: E731
     with stop_on_sigint() as interrupt:
-        t0, seen, spent0 = now(), 0, clock["spent"]
-        while step < cfg.steps and not out_of_time:
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            sums: dict[str, float] = {}
-            for i in range(cfg.grad_accum):
-                # DDP/FSDP2 reduce the gradients on the last micro-step only (forward and backward in it)
-                with dist.grad_sync(forward, last=i == cfg.grad_accum - 1):
-                    batch = to_device(next(data), device)
-                    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                        loss, metrics = objective(proxy, teacher, batch)
-                    # one collective for the checks; every rank sees the same Ctrl-C and clock, stops at the same step
-                    checks = dist.mean(
-                        {
-                            "bad": float(not math.isfinite(loss.item())),
-                            "stop": float(interrupt.is_set()),
-                            "time": spent0 + now() - t0,
-                        }
-                    )
-                    if checks["bad"] > 0:
-                        raise TrainingError(
-                            f"loss is {loss.item()} at step {step + 1}; stopping (no checkpoint written)"
-                        )
-                    (loss / cfg.grad_accum).backward()
-                for k, v in {"loss": loss.item(), **metrics}.items():
-                    sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
-            dist.all_reduce_grads(objective.parameters())
-            clock["spent"] = checks["time"]
-            out_of_time = bool(budget) and clock["spent"] >= budget
-            grad_norm = dist.clip_grad_norm(params, cfg.grad_clip)
-            optimizer.step()
-            schedule.step()
-            ema_update(ema, model, cfg.ema_decay)
-            step += 1
+        t0, seen, start = now(), 0, (state.clock.spent, now())
+        while state.step < cfg.steps and not state.clock.out_of_time:
+            out = train_step(state, interrupt, start)
             seen += cfg.batch_size
             bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                sums = dist.mean(sums)
-                elapsed = now() - t0
-                last = {
-                    "step": step,
-                    **sums,
-                    "grad_norm": float(grad_norm),
-                    "lr": schedule.get_last_lr()[0],
-                    "samples_per_s": seen / elapsed,
-                }
-                if main:
-                    logger.log(last)
-                left = {"left": f"{max(0.0, budget - clock['spent']) / 60:.1f}min"} if budget else {}
-                bar.set_postfix(loss=f"{sums['loss']:.4f}", sps=f"{seen / elapsed:.1f}", **left)
-            if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
-                save(step)
-            if (
-                sample_fn is not None
-                and cfg.sample_every
-                and step % cfg.sample_every == 0
-                and step < cfg.steps
-            ):
-                sample(step)
-            if checks["stop"] > 0:
+            if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+                last = log(state, out, seen, now() - t0, bar)
+            if every(cfg.ckpt_every):
+                save(state)
+            if sample_fn is not None and every(cfg.sample_every):
+                sample(state, sample_fn)
+            if out["stop"]:
                 break
         bar.close()
-        if out_of_time and main:
-            print(f"time limit of {cfg.time_limit_min:g} min reached at step {step}")
-        done = ckpt.list_checkpoints(ckpt_root)
-        if not done or done[-1].name != f"step_{step:07d}":
-            path = save(step)
-            if main:
+        if state.clock.out_of_time and state.main:
+            print(f"time limit of {cfg.time_limit_min:g} min reached at step {state.step}")
+        done = ckpt.list_checkpoints(state.run_dir / "checkpoints")
+        if not done or done[-1].name != f"step_{state.step:07d}":
+            path = save(state)
+            if state.main:
                 print(f"checkpoint: {path}")
     if interrupt.is_set():
-        if main:
-            print(
-                f"interrupted at step {step}: checkpoint written; resume=true continues from it",
-                file=sys.stderr,
-            )
+        if state.main:
+            print(f"interrupted at step {state.step}: checkpoint written; resume=true continues from it",
+                  file=sys.stderr)  # fmt: skip
         raise KeyboardInterrupt
     if sample_fn is not None:
-        sample(step)
-    if main:
-        logger.close()
+        sample(state, sample_fn)
+    if state.main:
+        state.logger.close()
     return last
 
 
