@@ -84,9 +84,10 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     # copying the context is exact wherever nothing moves, so it beats its own moving-region score
     assert metrics["baselines"]["copy_last"]["psnr"] > metrics["baselines"]["copy_last"]["moving_psnr"]
     # two held-out windows, each sampled again from the other's frames and with another seed: the 3-step EMA
-    # is still at its zero-initialised output (adaLN-Zero), so the seed, not the image, sets the chunk
-    # (test_worldmodel checks the metric itself on a model that reads the frames)
-    assert metrics["action_image_sensitivity"] < 0.01 < metrics["action_noise_sensitivity"]
+    # is still near its zero-initialised output layer (adaLN-Zero), which under x-prediction is a clean
+    # estimate of 0 whatever the noise, so neither the image nor the seed moves the chunk yet
+    # (test_worldmodel checks both metrics on models that read the frames and follow the seed)
+    assert metrics["action_image_sensitivity"] < 0.01 and metrics["action_noise_sensitivity"] < 0.01
     assert (tmp_path / "ft" / "openloop" / "step_0000003" / "frames.gif").is_file()
     samp = cli(
         "-m",

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from tests.conftest import randomize_zero_init
+from worldflow import flow
 from worldflow.errors import ConfigError
 from worldflow.model.dit import DiT, ModelConfig, modulate
 from worldflow.model.embed import patchify, sincos_grid, unpatchify
@@ -36,9 +37,12 @@ def test_positions_distinct_for_2d_and_3d():
 
 
 def test_adaln_zero_init_outputs_zero(tiny_model):
-    m = tiny_model()
-    out, _ = m({"frames": torch.randn(2, 16, 48)}, torch.rand(2), y=torch.tensor([0, 1]))
+    """The zero output layer: a velocity of 0 (v-prediction), a clean estimate of 0 (x-prediction)."""
+    x, t, y = torch.randn(2, 16, 48), torch.rand(2) * 0.9 + 0.1, torch.tensor([0, 1])
+    out, _ = tiny_model(prediction="v")({"frames": x}, t, y=y)
     assert torch.count_nonzero(out["frames"]) == 0
+    out, _ = tiny_model(prediction="x")({"frames": x}, t, y=y)
+    torch.testing.assert_close(flow.data_from_velocity(x, out["frames"], t), torch.zeros_like(x))
 
 
 def test_uniform_per_token_t_equals_per_sample_t(tiny_model):
@@ -54,7 +58,7 @@ def test_uniform_per_token_t_equals_per_sample_t(tiny_model):
 
 def test_per_token_modulation_matches_naive_reference(tiny_model):
     """Computing adaLN once per distinct (sample, t) and gathering equals running it on every token."""
-    m = randomize_zero_init(tiny_model()).eval()
+    m = randomize_zero_init(tiny_model(prediction="v")).eval()  # v: the output layer's values themselves
     x = torch.randn(2, 16, 48)
     t = torch.rand(2, 16)
     t[0, :8] = 0.3  # repeated values share one modulation row
@@ -73,7 +77,7 @@ def test_per_token_modulation_matches_naive_reference(tiny_model):
 
 
 def test_x_prediction_model_returns_the_velocity_of_its_clean_estimate(tiny_model):
-    mv, mx = randomize_zero_init(tiny_model()), randomize_zero_init(tiny_model(prediction="x"))
+    mv, mx = randomize_zero_init(tiny_model(prediction="v")), randomize_zero_init(tiny_model(prediction="x"))
     tokens, y = {"frames": torch.randn(2, 16, 48)}, torch.tensor([0, 1])
     t = torch.rand(2, 16)
     t[:, 0] = 0.0  # a clean token: the clamp keeps it finite

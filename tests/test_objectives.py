@@ -117,7 +117,7 @@ def test_x_prediction_loss_is_zero_for_the_clean_tokens_at_every_t(tiny_model):
     from worldflow import flow
     from worldflow.objectives.common import flow_loss, noised
 
-    mx, mv = tiny_model(prediction="x"), tiny_model()
+    mx, mv = tiny_model(prediction="x"), tiny_model(prediction="v")
     p = prepare(mx, batch_for(mx, 3), 0.0)
     tau = torch.rand(3, 16)
     tau[:, 0] = 0.01  # below JiT's clamp

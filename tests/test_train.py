@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 
@@ -190,7 +191,14 @@ def test_nan_loss_stops_with_step_and_no_checkpoint(tmp_path):
 
 def test_init_from_declares_missing_keys(tmp_path):
     m, obj = setup("vanilla")
-    train(m, obj, Blobs(), TrainConfig(**{**CFG, "steps": 2}), tmp_path / "pre", {})
+    train(
+        m,
+        obj,
+        Blobs(),
+        TrainConfig(**{**CFG, "steps": 2}),
+        tmp_path / "pre",
+        {"model": dataclasses.asdict(m.cfg)},
+    )
     torch.manual_seed(0)
     wm = DiT(ModelConfig(size="debug", image_size=16, patch=4, num_classes=4, action_dim=7, action_horizon=3))
     with pytest.raises(CheckpointError, match="embed_in.actions.weight"):
@@ -218,11 +226,11 @@ def test_init_from_declares_missing_keys(tmp_path):
         expected_missing=patterns,
     )
     assert torch.equal(wm.blocks[0].attn.qkv.weight.detach(), pre["blocks.0.attn.qkv.weight"])
-    # an output layer trained to predict velocities does not start an x-prediction run
-    wx = DiT(ModelConfig(size="debug", image_size=16, patch=4, num_classes=4, prediction="x"))
-    with pytest.raises(ConfigError, match="trained with model.prediction=v"):
+    # an output layer trained to predict clean data does not start a velocity-prediction run
+    wx = DiT(ModelConfig(size="debug", image_size=16, patch=4, num_classes=4, prediction="v"))
+    with pytest.raises(ConfigError, match="trained with model.prediction=x"):
         train(wx, build_objective({"name": "vanilla"}, wx), Blobs(), TrainConfig(**{**CFG, "steps": 0}),
-              tmp_path / "ft3", {"model": {"prediction": "x"}}, init_from=str(tmp_path / "pre"))  # fmt: skip
+              tmp_path / "ft3", {"model": {"prediction": "v"}}, init_from=str(tmp_path / "pre"))  # fmt: skip
 
 
 class ActionBlobs(Blobs):
@@ -299,3 +307,18 @@ def test_disk_full_on_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypa
     assert [c.name for c in ckpt.list_checkpoints(root)] == before
     assert not list(root.glob(".tmp-*"))  # nothing half-written left behind
     ckpt.load_checkpoint(ckpt.list_checkpoints(root)[-1])
+
+
+def test_a_checkpoint_from_before_model_prediction_loads_as_velocity_prediction(tmp_path):
+    """meta.json written before the key existed has no model.prediction: those models predicted v."""
+    m = DiT(ModelConfig(size="debug", image_size=16, patch=4, num_classes=4, prediction="v"))
+    model_meta = {k: v for k, v in dataclasses.asdict(m.cfg).items() if k != "prediction"}
+    state = m.state_dict()
+    ckpt.save_checkpoint(tmp_path / "checkpoints", 1, state, state, {"step": 1}, {"model": model_meta}, 2)
+    loaded, _ = ckpt.from_checkpoint(tmp_path)
+    assert loaded.cfg.prediction == "v"
+    x = DiT(ModelConfig(size="debug", image_size=16, patch=4, num_classes=4, prediction="x"))
+    ckpt.save_checkpoint(
+        tmp_path / "x" / "checkpoints", 1, state, state, {"step": 1}, {"model": dataclasses.asdict(x.cfg)}, 2
+    )
+    assert ckpt.from_checkpoint(tmp_path / "x")[0].cfg.prediction == "x"

@@ -234,7 +234,8 @@ def test_noise_sensitivity_sees_a_policy_that_follows_its_seed():
     ctx, cond = torch.rand(3, 2, 3, 8, 8) * 2 - 1, torch.randn(3, 512)
     truth = torch.randn(3, 4, 7)
     cfg = OpenLoopConfig(steps=3)
-    m = wm_model().eval()  # zero-initialised output: velocity 0, so every chunk is its own starting noise
+    # zero-initialised output of a velocity predictor: velocity 0, so every chunk is its own starting noise
+    m = wm_model(prediction="v").eval()
     pred = predict(m, ctx, cond, "policy", steps=3, seed=cfg.seed)["actions"]
     truth_gap = (truth.roll(1, 0) - truth).abs().mean()
     # two standard normal draws differ by 2 / sqrt(pi) on average; 84 numbers, so a loose tolerance

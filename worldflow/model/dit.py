@@ -53,7 +53,7 @@ class ModelConfig:
     keypoints: int = 0
     # What the output layer predicts: v (the velocity, SiT) | x (the clean tokens; worldflow.flow.to_velocity
     # turns them into the velocity). Every caller of the model receives velocities either way.
-    prediction: str = "v"
+    prediction: str = "x"
 
     def validate(self) -> None:
         size_spec(self.size)
