@@ -88,6 +88,16 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     # estimate of 0 whatever the noise, so neither the image nor the seed moves the chunk yet
     # (test_worldmodel checks both metrics on models that read the frames and follow the seed)
     assert metrics["action_image_sensitivity"] < 0.01 and metrics["action_noise_sensitivity"] < 0.01
+    # ... and, with worldmodel.residual (the default), that zero output is "copy the last context frame"
+    # for the frames and the all-zero chunk for the actions
+    base = metrics["baselines"]["copy_last"]
+    assert (
+        abs(metrics["psnr"] - base["psnr"])
+        < 0.5
+        < abs(metrics["psnr"] - metrics["baselines"]["mean_frame"]["psnr"])
+    )
+    assert metrics["action_l1_normalized"] == pytest.approx(metrics["action_baselines"]["zero"], abs=0.01)
+    assert metrics["action_baselines"]["other_window"] > 0
     assert (tmp_path / "ft" / "openloop" / "step_0000003" / "frames.gif").is_file()
     samp = cli(
         "-m",

@@ -431,3 +431,36 @@ def test_keypoints_read_where_the_score_peaks_and_keep_the_cache_exact():
         DiT(ModelConfig(size="debug", image_size=8, patch=4, keypoints=2))
     with pytest.raises(ConfigError, match="model.tubelet=4 > worldmodel.context=2"):
         WorldModelConfig().model_config(ModelConfig(size="debug", tubelet=4, keypoints=2), 8, 512)
+
+
+@pytest.mark.parametrize("tubelet,frames", [(1, 5), (2, 6)])
+def test_residual_model_at_zero_init_copies_the_last_context_frame(tubelet, frames):
+    m = wm_model(tubelet=tubelet, frames=frames, residual_from=2).eval()  # zero output layer
+    ctx, cond = torch.randn(2, 2, 3, 8, 8).clamp(-1, 1), torch.randn(2, 512)
+    out = predict(m, ctx, cond, "forward", actions=torch.randn(2, 4, 7), steps=3, seed=0)["frames"]
+    assert out.shape == (2, frames - 2, 3, 8, 8)
+    torch.testing.assert_close(out, ctx[:, -1:].expand_as(out), atol=1e-5, rtol=0)
+    # without the residual the same zero output predicts black frames, not the last one
+    plain = wm_model(tubelet=tubelet, frames=frames).eval()
+    out = predict(plain, ctx, cond, "forward", actions=torch.randn(2, 4, 7), steps=3, seed=0)["frames"]
+    assert out.abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["forward", "joint", "video"])
+def test_residual_model_kv_cache_equals_full_forward(mode):
+    m = randomize_zero_init(wm_model(tubelet=2, frames=6, residual_from=2, isolate_fixed=True)).eval()
+    ctx, cond = torch.randn(2, 2, 3, 8, 8), torch.randn(2, 512)
+    kw = dict(actions=torch.randn(2, 4, 7))
+    full = predict(m, ctx, cond, mode, steps=4, seed=3, kv_cache=False, **kw)
+    cached = predict(m, ctx, cond, mode, steps=4, seed=3, kv_cache=True, **kw)
+    torch.testing.assert_close(cached["frames"], full["frames"], atol=1e-5, rtol=1e-4)
+
+
+def test_residual_needs_x_prediction_and_whole_context_tubelets():
+    with pytest.raises(ConfigError, match="model.prediction=x"):
+        wm_model(residual_from=2, prediction="v")
+    with pytest.raises(ConfigError, match="multiple of model.tubelet=2"):
+        wm_model(tubelet=2, frames=6, residual_from=3)
+    base = ModelConfig(size="debug", patch=4, tubelet=2)
+    assert WorldModelConfig().model_config(base, 8, 512).residual_from == 2  # on by default
+    assert WorldModelConfig(residual=False).model_config(base, 8, 512).residual_from == 0

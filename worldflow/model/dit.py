@@ -54,6 +54,13 @@ class ModelConfig:
     # What the output layer predicts: v (the velocity, SiT) | x (the clean tokens; worldflow.flow.to_velocity
     # turns them into the velocity). Every caller of the model receives velocities either way.
     prediction: str = "x"
+    # >0 (the world model sets it to its context length, worldmodel.residual): the first `residual_from`
+    # frames are clean context, and each later frame's clean estimate is the last context frame plus the
+    # network's output, so a zero output means "nothing moves" (copy the last frame) and the network learns
+    # only the change. Residual video prediction: Yang, Srivastava & Mandt 2022 ("Diffusion Probabilistic
+    # Modeling for Video Generation") predict a residual to a deterministic next-frame guess; here the
+    # guess is the last frame. Needs prediction=x (the output is a frame, not a velocity).
+    residual_from: int = 0
 
     def validate(self) -> None:
         size_spec(self.size)
@@ -72,6 +79,17 @@ class ModelConfig:
             raise ConfigError(
                 f"model.keypoints={self.keypoints} reads clean context frames: only the world model has them"
             )
+        if self.residual_from:
+            if self.prediction != "x":
+                raise ConfigError(
+                    "worldmodel.residual=true adds the last context frame to the predicted clean frames: "
+                    f"it needs model.prediction=x, not {self.prediction} (or set worldmodel.residual=false)"
+                )
+            if self.residual_from % self.tubelet or not 0 < self.residual_from < self.frames:
+                raise ConfigError(
+                    f"worldmodel.residual=true: the context ({self.residual_from} frames) must be a positive "
+                    f"multiple of model.tubelet={self.tubelet} and shorter than the clip ({self.frames} frames)"
+                )
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -302,11 +320,24 @@ class DiT(nn.Module):
 
         shift, scale = self.adaLN_out(cond_u)[inverse].view(b, n, -1).chunk(2, dim=-1)
         x = modulate(self.norm_out(x), shift, scale)
-        out = {
-            g: flow.to_velocity(self.embed_out[g](x[:, s]), tokens[g], t[:, s], self.cfg.prediction)
-            for g, s in self.group_slices().items()
-        }
+        out = {}
+        for g, s in self.group_slices().items():
+            pred = self.embed_out[g](x[:, s])
+            if g == "frames" and self.cfg.residual_from:
+                pred = pred + self.residual_base(tokens["frames"])
+            out[g] = flow.to_velocity(pred, tokens[g], t[:, s], self.cfg.prediction)
         return out, hidden
+
+    def residual_base(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, N_frames, patch_dim) patchified frames -> what `residual_from` adds to the output: zero on
+        context tokens, the last context frame on every future token (each of its tubelet's frames)."""
+        cfg = self.cfg
+        per_slot = (cfg.image_size // cfg.patch) ** 2
+        frame_dim = cfg.patch * cfg.patch * cfg.channels  # a token is (tubelet, patch, patch, channel)
+        ctx = cfg.residual_from // cfg.tubelet  # context slots
+        last = frames[:, (ctx - 1) * per_slot : ctx * per_slot, (cfg.tubelet - 1) * frame_dim :]
+        future = last.repeat(1, cfg.frames // cfg.tubelet - ctx, cfg.tubelet)
+        return torch.cat([torch.zeros_like(frames[:, : ctx * per_slot]), future], dim=1)
 
     # ----- cached inference (isolate_fixed) -------------------------------------------------------
     @torch.no_grad()
@@ -348,8 +379,11 @@ class DiT(nn.Module):
         for g, s in self.group_slices().items():
             inside = (idx >= s.start) & (idx < s.stop)
             if inside.any():
-                x_t, t_g = tokens[g][:, idx[inside] - s.start], t[:, idx[inside]]
-                out[g] = flow.to_velocity(self.embed_out[g](x[:, inside]), x_t, t_g, self.cfg.prediction)
+                pos = idx[inside] - s.start
+                pred = self.embed_out[g](x[:, inside])
+                if g == "frames" and self.cfg.residual_from:
+                    pred = pred + self.residual_base(tokens["frames"])[:, pos]
+                out[g] = flow.to_velocity(pred, tokens[g][:, pos], t[:, idx[inside]], self.cfg.prediction)
         return out
 
 

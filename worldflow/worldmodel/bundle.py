@@ -38,7 +38,8 @@ def from_checkpoint(path: str | Path, device: str | torch.device = "cpu", use_em
             model=model,
             robot=meta["robot"],
             stats=ActionStats.from_dict(meta["action_stats"]),
-            worldmodel=WorldModelConfig(**wm),
+            # checkpoints written before worldmodel.residual existed predicted the frames themselves
+            worldmodel=WorldModelConfig(**{"residual": False, **wm}),
             meta=meta,
             proprio_stats=ActionStats.from_dict(meta["proprio_stats"]) if meta.get("proprio_stats") else None,
         )

@@ -45,6 +45,8 @@ class WorldModelConfig:
     cond_dropout: float = 0.1  # instruction embedding zeroed with this probability (for CFG)
     proprio: bool = False  # condition on the current proprioception (standardised), after the instruction
     terminate: bool = False  # an 8th action channel: +1 on the step that ends the (sub)task, else -1
+    # future frames predicted as the last context frame plus a learned change (model.residual_from)
+    residual: bool = True
 
     @property
     def action_dim(self) -> int:
@@ -83,6 +85,7 @@ class WorldModelConfig:
             cond_dim=cond_dim + (proprio_dim if self.proprio else 0),
             action_dim=self.action_dim,
             action_horizon=self.action_horizon,
+            residual_from=self.context if self.residual else 0,
         )
 
 

@@ -84,6 +84,10 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     env_true = stats.denormalize(batch["actions"][..., :7].cpu().numpy())
     env_err = np.abs(env_pred - env_true) * valid_a.cpu().numpy()
     n_valid = float(valid_a.sum())
+
+    def action_l1(guess: torch.Tensor) -> float:
+        return float(((guess[..., :7] - batch["actions"][..., :7]).abs() * valid_a).sum() / (n_valid * 7))
+
     metrics = {
         "windows": len(idx),
         **model_scores,
@@ -91,6 +95,12 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
         "baselines": frames_report,
         "x0_mse": x0_mse,
         "action_l1_normalized": float(err.sum() / (n_valid * 7)),
+        # trivial chunks scored the same way: another held-out window's true chunk, and all zeros (the
+        # centre of the normalised range; a sampled chunk pays for the data's spread, a constant does not)
+        "action_baselines": {
+            "other_window": action_l1(batch["actions"].roll(1, 0)),
+            "zero": action_l1(torch.zeros_like(batch["actions"])),
+        },
         "action_l1_per_dim_env_units": (env_err.sum((0, 1)) / n_valid).tolist(),
         "gripper_accuracy": float(
             (((env_pred[..., 6] > 0.5) == (env_true[..., 6] > 0.5)) * valid_a[..., 0].cpu().numpy()).sum()
@@ -121,7 +131,9 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
         f"copy last frame {base['copy_last']['psnr']:.2f}, mean frame {base['mean_frame']['psnr']:.2f}), "
         f"moving-region PSNR {metrics['moving_psnr']:.2f} dB (another window's actions "
         f"{base['other_actions']['moving_psnr']:.2f}, copy {base['copy_last']['moving_psnr']:.2f}, mean "
-        f"{base['mean_frame']['moving_psnr']:.2f}), SSIM {metrics['ssim']:.3f}, action L1 {metrics['action_l1_normalized']:.3f}, "
+        f"{base['mean_frame']['moving_psnr']:.2f}), SSIM {metrics['ssim']:.3f}, action L1 {metrics['action_l1_normalized']:.3f} "
+        f"(another window's {metrics['action_baselines']['other_window']:.3f}, zeros "
+        f"{metrics['action_baselines']['zero']:.3f}), "
         f"image sensitivity {metrics.get('action_image_sensitivity', float('nan')):.3f}, "
         f"noise sensitivity {metrics.get('action_noise_sensitivity', float('nan')):.3f} -> {out_dir}"
     )
