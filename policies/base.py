@@ -12,6 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
+from worldflow.data.actions import ACTION_DIM
+
 
 @dataclass
 class ActionChunk:
@@ -19,7 +21,7 @@ class ActionChunk:
     terminate: np.ndarray  # (K,) bool
 
     def __post_init__(self):
-        self.actions = np.asarray(self.actions, np.float32).reshape(-1, 7)
+        self.actions = np.asarray(self.actions, np.float32).reshape(-1, ACTION_DIM)
         self.terminate = np.asarray(self.terminate, bool).reshape(-1)
         if len(self.terminate) != len(self.actions):
             raise ValueError(

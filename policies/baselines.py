@@ -7,6 +7,7 @@ import numpy as np
 
 from policies.base import ActionChunk
 from policies.conversions import absolute_to_relative_rt1
+from worldflow.data.actions import ACTION_DIM
 
 # Documented action bounds of the CPU suite (envs/): translation ±0.05 m, rotation ±0.25 rad per step.
 DEFAULT_LOW = np.array([-0.05, -0.05, -0.05, -0.25, -0.25, -0.25, -1.0], np.float32)
@@ -17,7 +18,7 @@ class FunctionPolicy:
     """A policy from a function `fn(obs, instruction) -> action (7,)` or `(action, terminate)`, one step a
     chunk: for looking at envs and writing tests."""
 
-    action_dim = 7
+    action_dim = ACTION_DIM
 
     def __init__(self, fn):
         self.fn, self.instruction = fn, ""
@@ -34,7 +35,7 @@ class FunctionPolicy:
 class RandomPolicy:
     """Uniform actions inside the bounds, with the gripper command drawn from {-1, 0, +1}."""
 
-    action_dim = 7
+    action_dim = ACTION_DIM
 
     def __init__(self, low=DEFAULT_LOW, high=DEFAULT_HIGH, chunk: int = 1):
         self.low, self.high, self.chunk = np.asarray(low, np.float32), np.asarray(high, np.float32), chunk
@@ -44,7 +45,7 @@ class RandomPolicy:
         self.rng = np.random.default_rng(seed)
 
     def act(self, obs: dict) -> ActionChunk:
-        a = self.rng.uniform(self.low, self.high, size=(self.chunk, 7)).astype(np.float32)
+        a = self.rng.uniform(self.low, self.high, size=(self.chunk, ACTION_DIM)).astype(np.float32)
         a[:, 6] = self.rng.choice([-1.0, 0.0, 1.0], size=self.chunk)
         return ActionChunk(a, np.zeros(self.chunk, bool))
 
@@ -53,7 +54,7 @@ class ReplayPolicy:
     """Replays the actions of a dataset episode whose instruction matches (open loop): how far the data's
     own actions get without feedback. Actions come from an episode cache (absolute gripper)."""
 
-    action_dim = 7
+    action_dim = ACTION_DIM
 
     def __init__(self, cache):
         self.cache = cache
@@ -62,7 +63,7 @@ class ReplayPolicy:
     def reset(self, instruction: str, seed: int) -> None:
         matches = [e for e, text in enumerate(self.cache.meta["instructions"]) if text == instruction]
         if not matches:
-            self.queue = np.zeros((0, 7), np.float32)
+            self.queue = np.zeros((0, ACTION_DIM), np.float32)
             return
         ep = self.cache.episode(matches[seed % len(matches)])
         acts = ep["actions"].copy()
@@ -72,7 +73,7 @@ class ReplayPolicy:
 
     def act(self, obs: dict) -> ActionChunk:
         if self.queue is None or len(self.queue) == 0 or self.pos >= len(self.queue):
-            return ActionChunk(np.zeros((1, 7), np.float32), np.array([True]))
+            return ActionChunk(np.zeros((1, ACTION_DIM), np.float32), np.array([True]))
         a = self.queue[self.pos : self.pos + 1]
         self.pos += 1
         return ActionChunk(a, np.array([self.pos >= len(self.queue)]))
@@ -81,7 +82,7 @@ class ReplayPolicy:
 class ScriptedPolicy:
     """The CPU suite's scripted expert, run inside the env worker from privileged state (an upper bound)."""
 
-    action_dim = 7
+    action_dim = ACTION_DIM
 
     def __init__(self, client):
         self.client = client

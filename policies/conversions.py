@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from worldflow.data.actions import ACTION_DIM
+
 
 def euler2axangle(roll: float, pitch: float, yaw: float) -> np.ndarray:
     """Static-axis xyz Euler angles (transforms3d's 'sxyz', as SimplerEnv uses) -> axis·angle vector."""
@@ -72,7 +74,7 @@ class OctoConverter:
 
     def __call__(self, action: np.ndarray, terminate: bool = False) -> tuple[np.ndarray, bool]:
         a = np.asarray(action, np.float64)
-        out = np.zeros(7, np.float32)
+        out = np.zeros(ACTION_DIM, np.float32)
         out[:3] = a[:3]
         out[3:6] = euler2axangle(*a[3:6])
         current = float(a[6])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from worldflow.data.actions import ACTION_DIM
 from worldflow.errors import CheckpointError, ConfigError
 
 
@@ -57,9 +58,9 @@ def policy_factory(cfg: PolicyConfig, robot: str, suite: str) -> Callable:
                 )
             # the terminate channel is not sent to the env
             env_dim = wm.model.cfg.action_dim - int(wm.worldmodel.terminate)
-            if env_dim != 7:
+            if env_dim != ACTION_DIM:
                 raise CheckpointError(
-                    f"checkpoint {cfg.checkpoint} predicts {env_dim}-d actions; the env takes 7"
+                    f"checkpoint {cfg.checkpoint} predicts {env_dim}-d actions; the env takes {ACTION_DIM}"
                 )
         if cfg.name == "replay":
             from policies.baselines import ReplayPolicy

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from policies.base import ActionChunk
 from policies.conversions import absolute_to_relative_rt1
+from worldflow.data.actions import ACTION_DIM, TERMINATE
 from worldflow.data.images import crop_window
 from worldflow.errors import ConfigError, DataError
 from worldflow.worldmodel.bundle import WorldModel, from_checkpoint
@@ -54,7 +55,7 @@ def cut_at_terminate(normed: np.ndarray, streak: int, after: int) -> tuple[np.nd
     it, so the policy decides again there; the flag is sent only when `after` consecutive chunks predicted
     it (one sampled step past zero is not enough to end an episode). -> (chunk, flags, new streak)."""
     flags = np.zeros(len(normed), bool)
-    hits = np.flatnonzero(normed[:, 7] > 0)
+    hits = np.flatnonzero(normed[:, TERMINATE] > 0)
     if not len(hits):
         return normed, flags, 0
     streak += 1
@@ -67,7 +68,7 @@ NOISE_MODES = ("chunk", "episode")  # the initial noise of each chunk: drawn afr
 
 
 class WorldModelPolicy:
-    action_dim = 7
+    action_dim = ACTION_DIM
 
     def __init__(
         self,
@@ -138,7 +139,7 @@ class WorldModelPolicy:
         terminate = np.zeros(len(normed), bool)
         if self.wm.worldmodel.terminate:
             normed, terminate, self.streak = cut_at_terminate(normed, self.streak, self.terminate_after)
-        actions = self.wm.stats.denormalize(normed[:, :7])
+        actions = self.wm.stats.denormalize(normed[:, :ACTION_DIM])
         absolute = actions[:, 6].copy()
         actions[:, 6] = absolute_to_relative_rt1(absolute, self.gripper_open)
         self.gripper_open = float(absolute[-1] > 0.5)

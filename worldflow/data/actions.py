@@ -16,6 +16,10 @@ import numpy as np
 
 from worldflow.errors import DataError
 
+# The action's layout, in the data (absolute gripper) and in the env (relative gripper) alike:
+# translation (3) ‖ rotation (3) ‖ gripper (1). The world model may add a terminate channel after it.
+ACTION_DIM = 7
+TERMINATE = ACTION_DIM  # index of the world model's terminate channel (worldmodel.terminate)
 GRIPPER_THRESHOLD = 0.1
 MIN_RANGE = 1e-3  # metres or radians per step: a q01..q99 range below this is numerical noise
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worldflow.data.actions import ActionStats
+from worldflow.data.actions import ACTION_DIM, ActionStats
 from worldflow.errors import DataError
 
 
@@ -51,9 +51,9 @@ class CacheWriter:
             raise DataError(
                 f"episode {len(self.episodes)}: frames {frames.shape} {frames.dtype}, expected ({t}, {s}, {s}, 3) uint8"
             )
-        if actions.shape != (t, 7) or not np.isfinite(actions).all():
+        if actions.shape != (t, ACTION_DIM) or not np.isfinite(actions).all():
             raise DataError(
-                f"episode {len(self.episodes)}: actions must be finite with shape ({t}, 7), got {actions.shape}"
+                f"episode {len(self.episodes)}: actions must be finite with shape ({t}, {ACTION_DIM}), got {actions.shape}"
             )
         self.frames.write(np.ascontiguousarray(frames).tobytes())
         self.actions.append(actions.astype(np.float32))

@@ -19,6 +19,7 @@ from worldflow.data.actions import rel2abs_gripper
 from worldflow.data.cache import CacheWriter, EpisodeCache
 from worldflow.data.images import check_crop, crop_window
 from worldflow.errors import DataError
+from worldflow.data.actions import ACTION_DIM
 
 
 @dataclass
@@ -127,9 +128,9 @@ def standardize(cfg: RobotDataConfig, steps: dict, where: str) -> dict:
     elif cfg.gripper != "absolute":
         raise DataError(f"robot.data.gripper={cfg.gripper!r}; use relative, absolute or absolute_closed1")
     actions = np.concatenate([*parts, grip[:, None]], axis=1)
-    if actions.shape[1] != 7:
+    if actions.shape[1] != ACTION_DIM:
         raise DataError(
-            f"{where}: actions from {cfg.action_keys} + gripper have {actions.shape[1]} dims, expected 7"
+            f"{where}: actions from {cfg.action_keys} + gripper have {actions.shape[1]} dims, expected {ACTION_DIM}"
         )
     if not np.isfinite(actions).all():
         raise DataError(f"{where}: actions contain NaN or inf")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from worldflow.data.actions import ACTION_DIM
 from worldflow.errors import ConfigError
 from worldflow.model.dit import ModelConfig
 
@@ -50,7 +51,7 @@ class WorldModelConfig:
 
     @property
     def action_dim(self) -> int:
-        return 7 + int(self.terminate)
+        return ACTION_DIM + int(self.terminate)
 
     def validate(self) -> None:
         unknown = set(self.mode_weights) - set(MODES)

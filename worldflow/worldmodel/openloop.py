@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldflow.data.actions import ACTION_DIM, TERMINATE
 from worldflow.metrics.video import psnr, ssim
 from worldflow.train import collate
 from worldflow.viz import save_video, to_uint8
@@ -78,15 +79,18 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     model_scores = frames_report.pop("model")
     x0_mse = denoising_mse(model, batch, context, {"copy_last": copy_last, "mean_frame": mean}, cfg.seed)
     valid_a = batch["action_valid"].float()[..., None]
-    err = (pred_actions[..., :7] - batch["actions"][..., :7]).abs() * valid_a
+    err = (pred_actions[..., :ACTION_DIM] - batch["actions"][..., :ACTION_DIM]).abs() * valid_a
     stats = dataset.stats
-    env_pred = stats.denormalize(pred_actions[..., :7].cpu().numpy())
-    env_true = stats.denormalize(batch["actions"][..., :7].cpu().numpy())
+    env_pred = stats.denormalize(pred_actions[..., :ACTION_DIM].cpu().numpy())
+    env_true = stats.denormalize(batch["actions"][..., :ACTION_DIM].cpu().numpy())
     env_err = np.abs(env_pred - env_true) * valid_a.cpu().numpy()
     n_valid = float(valid_a.sum())
 
     def action_l1(guess: torch.Tensor) -> float:
-        return float(((guess[..., :7] - batch["actions"][..., :7]).abs() * valid_a).sum() / (n_valid * 7))
+        return float(
+            ((guess[..., :ACTION_DIM] - batch["actions"][..., :ACTION_DIM]).abs() * valid_a).sum()
+            / (n_valid * ACTION_DIM)
+        )
 
     metrics = {
         "windows": len(idx),
@@ -94,7 +98,7 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
         # the same scores for the same windows: another window's actions and the two trivial predictions
         "baselines": frames_report,
         "x0_mse": x0_mse,
-        "action_l1_normalized": float(err.sum() / (n_valid * 7)),
+        "action_l1_normalized": float(err.sum() / (n_valid * ACTION_DIM)),
         # trivial chunks scored the same way: another held-out window's true chunk, and all zeros (the
         # centre of the normalised range; a sampled chunk pays for the data's spread, a constant does not)
         "action_baselines": {
@@ -110,8 +114,12 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     if sensitivity is not None:
         metrics["action_image_sensitivity"] = sensitivity
         metrics["action_noise_sensitivity"] = noise
-    if pred_actions.shape[-1] > 7:  # terminate channel: does the model end the (sub)task where the data does
-        agree = ((pred_actions[..., 7] > 0) == (batch["actions"][..., 7] > 0)).float() * valid_a[..., 0]
+    if (
+        pred_actions.shape[-1] > TERMINATE
+    ):  # terminate channel: does the model end the (sub)task where the data does
+        agree = (
+            (pred_actions[..., TERMINATE] > 0) == (batch["actions"][..., TERMINATE] > 0)
+        ).float() * valid_a[..., 0]
         metrics["terminate_accuracy"] = float(agree.sum() / n_valid)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / ".openloop.json.tmp"
@@ -243,8 +251,8 @@ def noise_sensitivity(model, ctx, cond, true_actions, pred_actions, cfg: OpenLoo
 
 def _relative_change(changed, pred_actions, true_actions) -> float:
     """Mean |changed - pred| over mean |true - next window's true|, seven env channels, normalised units."""
-    moved = (changed[..., :7] - pred_actions[..., :7]).abs().mean()
-    truth = (true_actions.roll(1, 0)[..., :7] - true_actions[..., :7]).abs().mean()
+    moved = (changed[..., :ACTION_DIM] - pred_actions[..., :ACTION_DIM]).abs().mean()
+    truth = (true_actions.roll(1, 0)[..., :ACTION_DIM] - true_actions[..., :ACTION_DIM]).abs().mean()
     return float(moved / truth.clamp_min(1e-6))
 
 
@@ -255,7 +263,7 @@ def plot_actions(true: np.ndarray, pred: np.ndarray, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = ["x", "y", "z", "rx", "ry", "rz", "gripper"]
-    fig, axes = plt.subplots(1, 7, figsize=(17, 2.4))
+    fig, axes = plt.subplots(1, ACTION_DIM, figsize=(17, 2.4))
     for d, ax in enumerate(axes):
         ax.plot(true[:, d], "k-o", ms=3, label="true")
         ax.plot(pred[:, d], "r-o", ms=3, label="predicted")
