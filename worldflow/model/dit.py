@@ -400,8 +400,8 @@ class Keypoints(nn.Module):
         self.tokens = grid * grid
         self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, keypoints))
         self.out = nn.Linear(2 * keypoints, hidden)
-        # no learned temperature (robomimic's SpatialSoftmax has one): with it the apple run reached 1/50
-        # against 13/50 without (docs/results.md, wmi vs wmg); the score MLP sets the sharpness itself
+        # no learned temperature (robomimic's SpatialSoftmax has one): the score MLP already sets the
+        # sharpness, and a second scale made the apple policy much worse (docs/results.md, keypoints)
         axis = torch.linspace(-1.0, 1.0, grid)
         rows, cols = torch.meshgrid(axis, axis, indexing="ij")
         self.register_buffer("coords", torch.stack([rows, cols], -1).reshape(-1, 2), persistent=False)
