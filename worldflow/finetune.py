@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hydra
+from hydra.core.config_store import ConfigStore
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
@@ -121,6 +122,10 @@ def run(cfg: FinetuneConfig, raw: dict) -> dict:
         evaluate_open_loop(ema, val, cfg.openloop, run_dir / "openloop" / f"step_{step:07d}")
 
     return launch(cfg, raw, model, objective, dataset, meta, sample_fn, init_drop=cfg.init_drop)
+
+
+# the YAML files set only what differs from the dataclass, which Hydra sees as the schema
+ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="finetune", version_base="1.3")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from worldflow.config import CONFIG_DIR, PretrainConfig, entry_point, launch, run_meta, typed
@@ -54,6 +55,10 @@ def run(cfg: PretrainConfig, raw: dict) -> dict:
     )
     meta = run_meta("pretrain", model_cfg, cfg.objective, raw)
     return launch(cfg, raw, model, objective, dataset, meta, sampler(cfg))
+
+
+# the YAML files set only what differs from the dataclass, which Hydra sees as the schema
+ConfigStore.instance().store(name="pretrain_schema", node=PretrainConfig)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="pretrain", version_base="1.3")
