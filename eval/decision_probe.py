@@ -148,7 +148,7 @@ def keypoint_image(
     model = wm.model
     if model.keypoints is None:
         return None
-    crop, size, patch = (wm.robot.get("data") or {}).get("crop"), wm.image_size, model.cfg.patch
+    crop, size, patch = wm.robot.data.crop, wm.image_size, model.cfg.patch
     grid = size // patch
     colours = [
         tuple(int(255 * c) for c in colorsys.hsv_to_rgb(k / model.cfg.keypoints, 1.0, 1.0))

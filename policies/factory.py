@@ -52,9 +52,9 @@ def policy_factory(cfg: PolicyConfig, robot: str, suite: str) -> Callable:
         wm = None
         if cfg.checkpoint:
             wm = from_checkpoint(cfg.checkpoint, device=cfg.device)
-            if wm.robot.get("name") != robot:
+            if wm.robot.name != robot:
                 raise CheckpointError(
-                    f"checkpoint {cfg.checkpoint} was trained for robot {wm.robot.get('name')!r}, not robot={robot!r}"
+                    f"checkpoint {cfg.checkpoint} was trained for robot {wm.robot.name!r}, not robot={robot!r}"
                 )
             # the terminate channel is not sent to the env
             env_dim = wm.model.cfg.action_dim - int(wm.worldmodel.terminate)

@@ -100,8 +100,8 @@ class WorldModelPolicy:
             raise ConfigError(f"policy noise={noise!r}; use one of {list(NOISE_MODES)}")
         self.stride, self.terminate_after, self.noise = stride, terminate_after, noise
         self.device = device
-        self.crop = (self.wm.robot.get("data") or {}).get("crop")  # as the cache cropped the training frames
-        convention = self.wm.robot.get("proprio_from_env", "rt1")  # checkpoints before the key were RT-1's
+        self.crop = self.wm.robot.data.crop  # as the cache cropped the training frames
+        convention = self.wm.robot.proprio_from_env
         if convention not in PROPRIO_FROM_ENV:
             raise ConfigError(
                 f"robot.proprio_from_env={convention!r} in the checkpoint; use one of {sorted(PROPRIO_FROM_ENV)}"

@@ -113,7 +113,7 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     from worldflow.worldmodel.bundle import from_checkpoint
 
     wm = from_checkpoint(tmp_path / "ft")
-    assert wm.robot["name"] == "rt1" and wm.worldmodel.action_horizon == 8
+    assert wm.robot.name == "rt1" and wm.worldmodel.action_horizon == 8
     # the condition is instruction (512) ‖ proprioception (xyz, quaternion, gripper); actions carry terminate
     assert wm.model.cfg.cond_dim == 512 + 8 and wm.model.cfg.action_dim == 8
     assert wm.proprio_stats is not None and len(wm.proprio_stats.q01) == 8
@@ -182,12 +182,12 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     # the conversion is the robot's (robot.proprio_from_env), not keyed on RT-1's field names
     from policies.world_model import WorldModelPolicy
 
-    wm.robot["proprio_from_env"] = "none"  # an env that already sends the dataset's fields
+    wm.robot.proprio_from_env = "none"  # an env that already sends the dataset's fields
     raw = WorldModelPolicy(wm, steps=2)
     raw.reset("open top drawer", 0)
     assert not np.array_equal(
         raw.condition({"proprio": half}).numpy(), raw.condition({"proprio": full}).numpy()
     )
-    wm.robot["proprio_from_env"] = "bridge_eef"
+    wm.robot.proprio_from_env = "bridge_eef"
     with pytest.raises(ConfigError, match=r"robot\.proprio_from_env='bridge_eef'.*\['none', 'rt1'\]"):
         WorldModelPolicy(wm)

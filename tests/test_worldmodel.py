@@ -464,3 +464,18 @@ def test_residual_needs_x_prediction_and_whole_context_tubelets():
     base = ModelConfig(size="debug", patch=4, tubelet=2)
     assert WorldModelConfig().model_config(base, 8, 512).residual_from == 2  # on by default
     assert WorldModelConfig(residual=False).model_config(base, 8, 512).residual_from == 0
+
+
+def test_checkpoint_robot_is_typed_and_tolerates_old_keys():
+    from dataclasses import asdict
+
+    from worldflow.worldmodel.bundle import robot_config
+    from worldflow.worldmodel.robot import RobotConfig
+
+    rec = asdict(RobotConfig())
+    rec["data"]["crop"] = [0.0, 0.25, 0.7, 0.5]
+    rec["env_suite"] = "cpu"  # a field RobotConfig has since dropped
+    del rec["proprio_from_env"]  # a field older checkpoints lack
+    robot = robot_config(rec)
+    assert isinstance(robot, RobotConfig) and robot.data.crop == [0.0, 0.25, 0.7, 0.5]
+    assert robot.proprio_from_env == "rt1" and not hasattr(robot, "env_suite")

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hydra
-from hydra.core.config_store import ConfigStore
 import numpy as np
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 import worldflow
