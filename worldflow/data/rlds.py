@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from worldflow.data.actions import rel2abs_gripper
+from worldflow.data.actions import ACTION_DIM, rel2abs_gripper
 from worldflow.data.cache import CacheWriter, EpisodeCache
 from worldflow.data.images import check_crop, crop_window
 from worldflow.errors import DataError
-from worldflow.data.actions import ACTION_DIM
 
 
 @dataclass

@@ -320,13 +320,19 @@ class DiT(nn.Module):
 
         shift, scale = self.adaLN_out(cond_u)[inverse].view(b, n, -1).chunk(2, dim=-1)
         x = modulate(self.norm_out(x), shift, scale)
-        out = {}
-        for g, s in self.group_slices().items():
-            pred = self.embed_out[g](x[:, s])
-            if g == "frames" and self.cfg.residual_from:
-                pred = pred + self.residual_base(tokens["frames"])
-            out[g] = flow.to_velocity(pred, tokens[g], t[:, s], self.cfg.prediction)
+        out = {
+            g: self.velocity(g, x[:, s], tokens, t[:, s], slice(None)) for g, s in self.group_slices().items()
+        }
         return out, hidden
+
+    def velocity(self, g: str, h: torch.Tensor, tokens: dict, t_g: torch.Tensor, pos: slice | torch.Tensor):
+        """Output layer of group `g` on its hidden states `h` at its token positions `pos` (within the
+        group; `slice(None)`: all of them, no copy), as a velocity:
+        under x-prediction plus the residual base on frames, then through flow.to_velocity."""
+        pred = self.embed_out[g](h)
+        if g == "frames" and self.cfg.residual_from:
+            pred = pred + self.residual_base(tokens["frames"])[:, pos]
+        return flow.to_velocity(pred, tokens[g][:, pos], t_g, self.cfg.prediction)
 
     def residual_base(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, N_frames, patch_dim) patchified frames -> what `residual_from` adds to the output: zero on
@@ -379,11 +385,7 @@ class DiT(nn.Module):
         for g, s in self.group_slices().items():
             inside = (idx >= s.start) & (idx < s.stop)
             if inside.any():
-                pos = idx[inside] - s.start
-                pred = self.embed_out[g](x[:, inside])
-                if g == "frames" and self.cfg.residual_from:
-                    pred = pred + self.residual_base(tokens["frames"])[:, pos]
-                out[g] = flow.to_velocity(pred, tokens[g][:, pos], t[:, idx[inside]], self.cfg.prediction)
+                out[g] = self.velocity(g, x[:, inside], tokens, t[:, idx[inside]], idx[inside] - s.start)
         return out
 
 

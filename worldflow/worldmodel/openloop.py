@@ -79,7 +79,6 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     model_scores = frames_report.pop("model")
     x0_mse = denoising_mse(model, batch, context, {"copy_last": copy_last, "mean_frame": mean}, cfg.seed)
     valid_a = batch["action_valid"].float()[..., None]
-    err = (pred_actions[..., :ACTION_DIM] - batch["actions"][..., :ACTION_DIM]).abs() * valid_a
     stats = dataset.stats
     env_pred = stats.denormalize(pred_actions[..., :ACTION_DIM].cpu().numpy())
     env_true = stats.denormalize(batch["actions"][..., :ACTION_DIM].cpu().numpy())
@@ -98,7 +97,7 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
         # the same scores for the same windows: another window's actions and the two trivial predictions
         "baselines": frames_report,
         "x0_mse": x0_mse,
-        "action_l1_normalized": float(err.sum() / (n_valid * ACTION_DIM)),
+        "action_l1_normalized": action_l1(pred_actions),
         # trivial chunks scored the same way: another held-out window's true chunk, and all zeros (the
         # centre of the normalised range; a sampled chunk pays for the data's spread, a constant does not)
         "action_baselines": {
