@@ -56,11 +56,12 @@ def policy_factory(cfg: PolicyConfig, robot: str, suite: str) -> Callable:
                 raise CheckpointError(
                     f"checkpoint {cfg.checkpoint} was trained for robot {wm.robot.name!r}, not robot={robot!r}"
                 )
-            # the terminate channel is not sent to the env
-            env_dim = wm.model.cfg.action_dim - int(wm.worldmodel.terminate)
-            if env_dim != ACTION_DIM:
+            # the robot's action (robot.data.action_dims; the terminate channel is not sent to the env)
+            robot_dim = len(wm.stats.q01)
+            if robot_dim != ACTION_DIM:
                 raise CheckpointError(
-                    f"checkpoint {cfg.checkpoint} predicts {env_dim}-d actions; the env takes {ACTION_DIM}"
+                    f"checkpoint {cfg.checkpoint} predicts {robot_dim}-d actions; SIMPLER's Google-robot envs "
+                    f"take {ACTION_DIM} (translation, rotation, gripper)"
                 )
         if cfg.name == "replay":
             from policies.baselines import ReplayPolicy

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from policies.base import ActionChunk
 from policies.conversions import absolute_to_relative_rt1
-from worldflow.data.actions import ACTION_DIM, TERMINATE
+from worldflow.data.actions import ACTION_DIM
 from worldflow.data.images import crop_window
 from worldflow.errors import ConfigError, DataError
 from worldflow.worldmodel.bundle import WorldModel, from_checkpoint
@@ -51,11 +51,11 @@ def to_model_frame(image: np.ndarray, size: int, crop: list[float] | None = None
 
 
 def cut_at_terminate(normed: np.ndarray, streak: int, after: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """The terminate channel (column 7, +1 ends the (sub)task): a chunk with a positive step is cut after
+    """The terminate channel (the last column, after the robot's action; +1 ends the (sub)task): a chunk with a positive step is cut after
     it, so the policy decides again there; the flag is sent only when `after` consecutive chunks predicted
     it (one sampled step past zero is not enough to end an episode). -> (chunk, flags, new streak)."""
     flags = np.zeros(len(normed), bool)
-    hits = np.flatnonzero(normed[:, TERMINATE] > 0)
+    hits = np.flatnonzero(normed[:, -1] > 0)
     if not len(hits):
         return normed, flags, 0
     streak += 1
@@ -139,7 +139,7 @@ class WorldModelPolicy:
         terminate = np.zeros(len(normed), bool)
         if self.wm.worldmodel.terminate:
             normed, terminate, self.streak = cut_at_terminate(normed, self.streak, self.terminate_after)
-        actions = self.wm.stats.denormalize(normed[:, :ACTION_DIM])
+        actions = self.wm.stats.denormalize(normed[:, : len(self.wm.stats.q01)])
         absolute = actions[:, 6].copy()
         actions[:, 6] = absolute_to_relative_rt1(absolute, self.gripper_open)
         self.gripper_open = float(absolute[-1] > 0.5)

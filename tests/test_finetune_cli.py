@@ -191,3 +191,24 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     wm.robot.proprio_from_env = "bridge_eef"
     with pytest.raises(ConfigError, match=r"robot\.proprio_from_env='bridge_eef'.*\['none', 'rt1'\]"):
         WorldModelPolicy(wm)
+
+    # the robot config owns the action layout: translation ‖ gripper (4 numbers) trains with no code change
+    four = cli(
+        "-m",
+        "worldflow.finetune",
+        *common,
+        f"run_dir={tmp_path / 'ft4'}",
+        "robot.data.action_keys=[world_vector]",
+        "robot.data.action_dims=[3]",
+        "robot.mirror_action_signs=[1,-1,1,1]",
+        cwd=tmp_path,
+    )
+    assert four.returncode == 0, four.stderr[-3000:]
+    wm4 = from_checkpoint(tmp_path / "ft4")
+    assert wm4.model.cfg.action_dim == 4 + 1 and len(wm4.stats.q01) == 4  # + the terminate channel
+    assert wm4.robot.data.action_dims == [3] and wm4.robot.data.action_dim == 4
+    metrics4 = json.loads((tmp_path / "ft4" / "openloop" / "step_0000003" / "openloop.json").read_text())
+    assert len(metrics4["action_l1_per_dim_env_units"]) == 4
+    # ... and SIMPLER's Google-robot envs, which take RT-1's 7 numbers, refuse it by name
+    with pytest.raises(CheckpointError, match="predicts 4-d actions; SIMPLER's Google-robot envs take 7"):
+        policy_factory(PolicyConfig(checkpoint=str(tmp_path / "ft4")), robot="rt1", suite="cpu")

@@ -139,3 +139,24 @@ def test_bad_crop_fails_before_anything_is_written(dataset, tmp_path, crop):
     with pytest.raises(ConfigError, match=r"robot\.data\.crop=.*top, left, height, width"):
         open_cache(RobotDataConfig(root=str(dataset), crop=crop), 16, tmp_path / "cache", progress=False)
     assert not (tmp_path / "cache").exists()
+
+
+def test_the_robot_config_owns_the_action_layout(dataset, tmp_path):
+    # a robot whose action is translation ‖ gripper only: 4 numbers, no code change
+    cfg = RobotDataConfig(root=str(dataset), action_keys=["world_vector"], action_dims=[3])
+    assert cfg.action_dim == 4
+    cache = open_cache(cfg, 16, tmp_path / "cache", progress=False)
+    eps = tiny_episodes()
+    assert cache.actions.shape == (12, 4) and cache.meta["action_dim"] == 4
+    np.testing.assert_allclose(cache.episode(0)["actions"][:, :3], eps[0].world_vector, atol=1e-6)
+    assert len(cache.stats.q01) == 4 and cache.stats.mask == [True, True, True, False]  # gripper last
+    wrong = RobotDataConfig(root=str(dataset), action_dims=[3, 4])
+    with pytest.raises(
+        DataError, match=r"steps/action/rotation_delta has shape \[3\], robot.data.action_dims says 4"
+    ):
+        open_cache(wrong, 16, tmp_path / "cache2", progress=False)
+    with pytest.raises(DataError, match="one size per action key"):
+        open_cache(
+            RobotDataConfig(root=str(dataset), action_dims=[6]), 16, tmp_path / "cache3", progress=False
+        )
+    assert not (tmp_path / "cache2").exists() or not any((tmp_path / "cache2").glob("*/meta.json"))

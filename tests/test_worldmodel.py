@@ -215,17 +215,17 @@ def test_image_sensitivity_is_zero_only_for_a_policy_blind_to_frames():
     truth = torch.randn(3, 4, 7)
     cfg = OpenLoopConfig(steps=3)
     pred = predict(m, ctx, cond, "policy", steps=3, seed=cfg.seed)["actions"]
-    assert image_sensitivity(m, ctx, cond, truth, pred, cfg) > 0.01
+    assert image_sensitivity(m, ctx, cond, truth, pred, cfg, 7) > 0.01
     with torch.no_grad():
         m.embed_in["frames"].weight.zero_()  # frame tokens carry only bias + position: the image is unseen
     pred = predict(m, ctx, cond, "policy", steps=3, seed=cfg.seed)["actions"]
-    assert image_sensitivity(m, ctx, cond, truth, pred, cfg) == pytest.approx(0.0, abs=1e-6)
+    assert image_sensitivity(m, ctx, cond, truth, pred, cfg, 7) == pytest.approx(0.0, abs=1e-6)
     # scaled by how far apart the true chunks are
     m2 = randomize_zero_init(wm_model()).eval()
     pred = predict(m2, ctx, cond, "policy", steps=3, seed=cfg.seed)["actions"]
-    a = image_sensitivity(m2, ctx, cond, truth, pred, cfg)
-    assert image_sensitivity(m2, ctx, cond, 2 * truth, pred, cfg) == pytest.approx(a / 2, rel=1e-5)
-    assert image_sensitivity(m2, ctx[:1], cond[:1], truth[:1], pred[:1], cfg) is None
+    a = image_sensitivity(m2, ctx, cond, truth, pred, cfg, 7)
+    assert image_sensitivity(m2, ctx, cond, 2 * truth, pred, cfg, 7) == pytest.approx(a / 2, rel=1e-5)
+    assert image_sensitivity(m2, ctx[:1], cond[:1], truth[:1], pred[:1], cfg, 7) is None
 
 
 def test_noise_sensitivity_sees_a_policy_that_follows_its_seed():
@@ -240,9 +240,9 @@ def test_noise_sensitivity_sees_a_policy_that_follows_its_seed():
     truth_gap = (truth.roll(1, 0) - truth).abs().mean()
     # two standard normal draws differ by 2 / sqrt(pi) on average; 84 numbers, so a loose tolerance
     expected = 2 / np.pi**0.5 / float(truth_gap)
-    assert noise_sensitivity(m, ctx, cond, truth, pred, cfg) == pytest.approx(expected, rel=0.3)
-    assert image_sensitivity(m, ctx, cond, truth, pred, cfg) == pytest.approx(0.0, abs=1e-6)
-    assert noise_sensitivity(m, ctx[:1], cond[:1], truth[:1], pred[:1], cfg) is None
+    assert noise_sensitivity(m, ctx, cond, truth, pred, cfg, 7) == pytest.approx(expected, rel=0.3)
+    assert image_sensitivity(m, ctx, cond, truth, pred, cfg, 7) == pytest.approx(0.0, abs=1e-6)
+    assert noise_sensitivity(m, ctx[:1], cond[:1], truth[:1], pred[:1], cfg, 7) is None
 
 
 def test_isolate_fixed_blocks_only_fixed_to_noised_attention():

@@ -99,7 +99,9 @@ def run(cfg: FinetuneConfig, raw: dict) -> dict:
         cache, wm.context, wm.horizon, wm.action_horizon, train_eps, **flags, mirror=mirror, repeats=repeats
     )
     proprio_dim = cache.proprio.shape[1]
-    model_cfg = wm.model_config(cfg.model, cfg.image_size, cache.embeddings.shape[1], proprio_dim)
+    model_cfg = wm.model_config(
+        cfg.model, cfg.image_size, cache.embeddings.shape[1], proprio_dim, cache.actions.shape[1]
+    )
     model = DiT(model_cfg)
     objective = WorldModelObjective(wm, build_objective(cfg.objective, model), proprio_dim)
     n_params = sum(p.numel() for p in model.parameters())

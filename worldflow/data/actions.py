@@ -16,10 +16,11 @@ import numpy as np
 
 from worldflow.errors import DataError
 
-# The action's layout, in the data (absolute gripper) and in the env (relative gripper) alike:
-# translation (3) ‖ rotation (3) ‖ gripper (1). The world model may add a terminate channel after it.
+# RT-1's action, which SIMPLER's Google-robot envs (and the CPU suite) take: translation (3) ‖ rotation (3)
+# ‖ gripper (1), the gripper absolute in the data, relative in the env. A robot's own layout is its config's
+# (robot.data.action_keys / action_dims, whose default this is); the world model may add a terminate
+# channel after it.
 ACTION_DIM = 7
-TERMINATE = ACTION_DIM  # index of the world model's terminate channel (worldmodel.terminate)
 GRIPPER_THRESHOLD = 0.1
 MIN_RANGE = 1e-3  # metres or radians per step: a q01..q99 range below this is numerical noise
 
@@ -51,7 +52,8 @@ def abs2rel_gripper(absolute: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ActionStats:
-    """Per-dimension statistics of the standardised 7-d actions (saved in every checkpoint)."""
+    """Per-dimension statistics of the standardised actions (saved in every checkpoint); the last dimension
+    is the gripper."""
 
     q01: list[float]
     q99: list[float]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worldflow.data.actions import ACTION_DIM, ActionStats
+from worldflow.data.actions import ActionStats
 from worldflow.errors import DataError
 
 
@@ -28,7 +28,8 @@ def proprio_statistics(proprio: np.ndarray) -> ActionStats | None:
 
 
 class CacheWriter:
-    def __init__(self, out_dir: str | Path, image_size: int, meta: dict):
+    def __init__(self, out_dir: str | Path, image_size: int, meta: dict, action_dim: int | None = None):
+        """`action_dim`: the robot's action size (RobotDataConfig.action_dim); None: the first episode's."""
         self.out = Path(out_dir)
         self.tmp = self.out.with_name(f".tmp-{self.out.name}")
         try:
@@ -37,7 +38,7 @@ class CacheWriter:
             self.tmp.mkdir(parents=True)
         except OSError as e:
             raise DataError(f"cannot write the episode cache at {self.out}: {e}") from e
-        self.image_size = image_size
+        self.image_size, self.action_dim = image_size, action_dim
         self.meta = dict(meta)
         self.frames = open(self.tmp / "frames.u8", "wb")
         self.actions, self.terminate, self.proprio = [], [], []
@@ -51,9 +52,11 @@ class CacheWriter:
             raise DataError(
                 f"episode {len(self.episodes)}: frames {frames.shape} {frames.dtype}, expected ({t}, {s}, {s}, 3) uint8"
             )
-        if actions.shape != (t, ACTION_DIM) or not np.isfinite(actions).all():
+        if self.action_dim is None and actions.ndim == 2:
+            self.action_dim = actions.shape[1]
+        if actions.shape != (t, self.action_dim) or not np.isfinite(actions).all():
             raise DataError(
-                f"episode {len(self.episodes)}: actions must be finite with shape ({t}, {ACTION_DIM}), got {actions.shape}"
+                f"episode {len(self.episodes)}: actions must be finite with shape ({t}, {self.action_dim}), got {actions.shape}"
             )
         self.frames.write(np.ascontiguousarray(frames).tobytes())
         self.actions.append(actions.astype(np.float32))
@@ -85,6 +88,7 @@ class CacheWriter:
         meta = {
             **self.meta,
             "image_size": self.image_size,
+            "action_dim": self.action_dim,
             "steps": self.steps,
             "episodes": len(self.episodes),
             "instructions": self.instructions,

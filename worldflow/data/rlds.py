@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worldflow.data.actions import ACTION_DIM, rel2abs_gripper
+from worldflow.data.actions import rel2abs_gripper
 from worldflow.data.cache import CacheWriter, EpisodeCache
 from worldflow.data.images import check_crop, crop_window
 from worldflow.errors import DataError
@@ -31,7 +31,10 @@ class RobotDataConfig:
     image_shape: list[int] = field(default_factory=lambda: [256, 320, 3])  # as declared; [] = any
     instruction_key: str = "natural_language_instruction"
     embedding_key: str | None = "natural_language_embedding"  # None: computed by worldflow.language
+    # The action spec: the keys concatenated in order, each key's size, then one gripper number. RT-1:
+    # translation (3) ‖ rotation (3) ‖ gripper = 7; a bimanual robot lists its arms' keys and sizes here.
     action_keys: list[str] = field(default_factory=lambda: ["world_vector", "rotation_delta"])
+    action_dims: list[int] = field(default_factory=lambda: [3, 3])
     gripper_key: str = "gripper_closedness_action"
     gripper: str = "relative"  # relative (+1 close, −1 open) | absolute (1 open, 0 closed) | absolute_closed1
     rotation: str = "axis_angle"  # how the dataset's rotation deltas are to be read by the env (recorded)
@@ -39,6 +42,11 @@ class RobotDataConfig:
     proprio_keys: list[str] = field(default_factory=lambda: ["base_pose_tool_reached", "gripper_closed"])
     max_episodes: int | None = None
     crop: list[float] | None = None  # [top, left, height, width] fractions kept before resizing; None: all
+
+    @property
+    def action_dim(self) -> int:
+        """The size of one standardised action: the keys' sizes and the gripper."""
+        return sum(self.action_dims) + 1
 
 
 def dataset_dir(cfg: RobotDataConfig) -> str:
@@ -107,6 +115,16 @@ def check_schema(cfg: RobotDataConfig, builder) -> None:
         raise DataError(
             f"dataset {builder.data_dir} lacks required key(s) {missing} (check robot.data.* keys)"
         )
+    if len(cfg.action_dims) != len(cfg.action_keys):
+        raise DataError(
+            f"robot.data.action_dims {list(cfg.action_dims)} must give one size per action key {list(cfg.action_keys)}"
+        )
+    for key, size in zip(cfg.action_keys, cfg.action_dims, strict=True):
+        declared = list(keys[f"steps/action/{key}"].shape)
+        if declared and int(np.prod(declared)) != size:
+            raise DataError(
+                f"dataset {builder.data_dir}: steps/action/{key} has shape {declared}, robot.data.action_dims says {size}"
+            )
     shape = list(keys[f"steps/observation/{cfg.image_key}"].shape)
     if cfg.image_shape and shape != list(cfg.image_shape):
         raise DataError(
@@ -115,10 +133,16 @@ def check_schema(cfg: RobotDataConfig, builder) -> None:
 
 
 def standardize(cfg: RobotDataConfig, steps: dict, where: str) -> dict:
-    """Numpy arrays of one episode's steps -> 7-d actions (absolute gripper), terminate, proprio."""
+    """Numpy arrays of one episode's steps -> actions of `cfg.action_dim` (absolute gripper last), terminate,
+    proprio."""
     obs, act = steps["observation"], steps["action"]
     t = len(obs[cfg.image_key])
     parts = [np.asarray(act[k], np.float32).reshape(t, -1) for k in cfg.action_keys]
+    for key, part, size in zip(cfg.action_keys, parts, cfg.action_dims, strict=True):
+        if part.shape[1] != size:
+            raise DataError(
+                f"{where}: action key {key!r} has {part.shape[1]} numbers per step, robot.data.action_dims says {size}"
+            )
     grip = np.asarray(act[cfg.gripper_key], np.float32).reshape(t)
     if cfg.gripper == "relative":
         grip = rel2abs_gripper(grip)
@@ -127,10 +151,6 @@ def standardize(cfg: RobotDataConfig, steps: dict, where: str) -> dict:
     elif cfg.gripper != "absolute":
         raise DataError(f"robot.data.gripper={cfg.gripper!r}; use relative, absolute or absolute_closed1")
     actions = np.concatenate([*parts, grip[:, None]], axis=1)
-    if actions.shape[1] != ACTION_DIM:
-        raise DataError(
-            f"{where}: actions from {cfg.action_keys} + gripper have {actions.shape[1]} dims, expected {ACTION_DIM}"
-        )
     if not np.isfinite(actions).all():
         raise DataError(f"{where}: actions contain NaN or inf")
     if cfg.terminate_key:
@@ -172,9 +192,8 @@ def convert(cfg: RobotDataConfig, image_size: int, out_dir: str | Path, progress
     ds = builder.as_dataset(split=cfg.split, shuffle_files=False)
     if cfg.max_episodes:
         ds = ds.take(cfg.max_episodes)
-    writer = CacheWriter(
-        out_dir, image_size, {"source": d, "config": asdict(cfg), "hash": source_hash(cfg, image_size)}
-    )
+    meta = {"source": d, "config": asdict(cfg), "hash": source_hash(cfg, image_size)}
+    writer = CacheWriter(out_dir, image_size, meta, action_dim=cfg.action_dim)
     try:
         total = builder.info.splits[cfg.split].num_examples
         for e, episode in enumerate(

@@ -45,13 +45,9 @@ class WorldModelConfig:
     )
     cond_dropout: float = 0.1  # instruction embedding zeroed with this probability (for CFG)
     proprio: bool = False  # condition on the current proprioception (standardised), after the instruction
-    terminate: bool = False  # an 8th action channel: +1 on the step that ends the (sub)task, else -1
+    terminate: bool = False  # one more action channel, last: +1 on the step that ends the (sub)task, else -1
     # future frames predicted as the last context frame plus a learned change (model.residual_from)
     residual: bool = True
-
-    @property
-    def action_dim(self) -> int:
-        return ACTION_DIM + int(self.terminate)
 
     def validate(self) -> None:
         unknown = set(self.mode_weights) - set(MODES)
@@ -63,11 +59,17 @@ class WorldModelConfig:
             raise ConfigError("worldmodel.mode_weights must have a positive weight")
 
     def model_config(
-        self, base: ModelConfig, image_size: int, cond_dim: int, proprio_dim: int = 0
+        self,
+        base: ModelConfig,
+        image_size: int,
+        cond_dim: int,
+        proprio_dim: int = 0,
+        robot_action_dim: int = ACTION_DIM,
     ) -> ModelConfig:
         """`base` (size, patch, tubelet, options) with the world model's token groups filled in (§2): RGB
         frames (context + horizon), a condition vector = instruction (`cond_dim`) ‖ proprioception
-        (`proprio_dim`, when `proprio`), `action_horizon` action tokens of `action_dim`."""
+        (`proprio_dim`, when `proprio`), `action_horizon` action tokens of the robot's action size
+        (`robot.data.action_dims`, as the episode cache holds it) plus the terminate channel if on."""
         if self.proprio and proprio_dim <= 0:
             raise ConfigError(
                 "worldmodel.proprio=true but the dataset has no proprioception (robot.data.proprio_keys)"
@@ -84,7 +86,7 @@ class WorldModelConfig:
             frames=self.context + self.horizon,
             num_classes=0,
             cond_dim=cond_dim + (proprio_dim if self.proprio else 0),
-            action_dim=self.action_dim,
+            action_dim=robot_action_dim + int(self.terminate),
             action_horizon=self.action_horizon,
             residual_from=self.context if self.residual else 0,
         )

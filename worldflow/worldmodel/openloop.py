@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldflow.data.actions import ACTION_DIM, TERMINATE
 from worldflow.metrics.video import psnr, ssim
 from worldflow.train import collate
 from worldflow.viz import save_video, to_uint8
@@ -52,8 +51,9 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
         model, ctx, batch["cond"], "forward", actions=batch["actions"], steps=cfg.steps, seed=cfg.seed
     )["frames"]
     pred_actions = predict(model, ctx, batch["cond"], "policy", steps=cfg.steps, seed=cfg.seed)["actions"]
-    sensitivity = image_sensitivity(model, ctx, batch["cond"], batch["actions"], pred_actions, cfg)
-    noise = noise_sensitivity(model, ctx, batch["cond"], batch["actions"], pred_actions, cfg)
+    dim = len(dataset.stats.q01)  # the robot's action channels; a terminate channel follows them
+    sensitivity = image_sensitivity(model, ctx, batch["cond"], batch["actions"], pred_actions, cfg, dim)
+    noise = noise_sensitivity(model, ctx, batch["cond"], batch["actions"], pred_actions, cfg, dim)
 
     other_frames = predict(  # the same noise, another window's action chunk: do the frames follow actions?
         model,
@@ -80,15 +80,14 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
     x0_mse = denoising_mse(model, batch, context, {"copy_last": copy_last, "mean_frame": mean}, cfg.seed)
     valid_a = batch["action_valid"].float()[..., None]
     stats = dataset.stats
-    env_pred = stats.denormalize(pred_actions[..., :ACTION_DIM].cpu().numpy())
-    env_true = stats.denormalize(batch["actions"][..., :ACTION_DIM].cpu().numpy())
+    env_pred = stats.denormalize(pred_actions[..., :dim].cpu().numpy())
+    env_true = stats.denormalize(batch["actions"][..., :dim].cpu().numpy())
     env_err = np.abs(env_pred - env_true) * valid_a.cpu().numpy()
     n_valid = float(valid_a.sum())
 
     def action_l1(guess: torch.Tensor) -> float:
         return float(
-            ((guess[..., :ACTION_DIM] - batch["actions"][..., :ACTION_DIM]).abs() * valid_a).sum()
-            / (n_valid * ACTION_DIM)
+            ((guess[..., :dim] - batch["actions"][..., :dim]).abs() * valid_a).sum() / (n_valid * dim)
         )
 
     metrics = {
@@ -106,7 +105,7 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
         },
         "action_l1_per_dim_env_units": (env_err.sum((0, 1)) / n_valid).tolist(),
         "gripper_accuracy": float(
-            (((env_pred[..., 6] > 0.5) == (env_true[..., 6] > 0.5)) * valid_a[..., 0].cpu().numpy()).sum()
+            (((env_pred[..., -1] > 0.5) == (env_true[..., -1] > 0.5)) * valid_a[..., 0].cpu().numpy()).sum()
             / n_valid
         ),
     }
@@ -114,11 +113,9 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
         metrics["action_image_sensitivity"] = sensitivity
         metrics["action_noise_sensitivity"] = noise
     if (
-        pred_actions.shape[-1] > TERMINATE
+        pred_actions.shape[-1] > dim
     ):  # terminate channel: does the model end the (sub)task where the data does
-        agree = (
-            (pred_actions[..., TERMINATE] > 0) == (batch["actions"][..., TERMINATE] > 0)
-        ).float() * valid_a[..., 0]
+        agree = ((pred_actions[..., dim] > 0) == (batch["actions"][..., dim] > 0)).float() * valid_a[..., 0]
         metrics["terminate_accuracy"] = float(agree.sum() / n_valid)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / ".openloop.json.tmp"
@@ -229,29 +226,33 @@ def mean_frame(dataset, max_frames: int = 4096) -> torch.Tensor:
 
 
 @torch.no_grad()
-def image_sensitivity(model, ctx, cond, true_actions, pred_actions, cfg: OpenLoopConfig) -> float | None:
+def image_sensitivity(
+    model, ctx, cond, true_actions, pred_actions, cfg: OpenLoopConfig, dim: int
+) -> float | None:
     """Mean |policy(own frames) - policy(next window's frames)| over mean |true - next window's true|, the
-    seven env channels in normalised units, condition and noise unchanged (None for a single window)."""
+    robot's `dim` action channels in normalised units, condition and noise unchanged (None for one window)."""
     if len(ctx) < 2:
         return None
     swapped = predict(model, ctx.roll(1, 0), cond, "policy", steps=cfg.steps, seed=cfg.seed)["actions"]
-    return _relative_change(swapped, pred_actions, true_actions)
+    return _relative_change(swapped, pred_actions, true_actions, dim)
 
 
 @torch.no_grad()
-def noise_sensitivity(model, ctx, cond, true_actions, pred_actions, cfg: OpenLoopConfig) -> float | None:
+def noise_sensitivity(
+    model, ctx, cond, true_actions, pred_actions, cfg: OpenLoopConfig, dim: int
+) -> float | None:
     """Mean |policy(seed) - policy(another seed)|, frames and condition unchanged, over the same scale as
     `image_sensitivity` (None for a single window)."""
     if len(ctx) < 2:
         return None
     other = predict(model, ctx, cond, "policy", steps=cfg.steps, seed=cfg.seed + 1)["actions"]
-    return _relative_change(other, pred_actions, true_actions)
+    return _relative_change(other, pred_actions, true_actions, dim)
 
 
-def _relative_change(changed, pred_actions, true_actions) -> float:
-    """Mean |changed - pred| over mean |true - next window's true|, seven env channels, normalised units."""
-    moved = (changed[..., :ACTION_DIM] - pred_actions[..., :ACTION_DIM]).abs().mean()
-    truth = (true_actions.roll(1, 0)[..., :ACTION_DIM] - true_actions[..., :ACTION_DIM]).abs().mean()
+def _relative_change(changed, pred_actions, true_actions, dim: int) -> float:
+    """Mean |changed - pred| over mean |true - next window's true|, `dim` action channels, normalised units."""
+    moved = (changed[..., :dim] - pred_actions[..., :dim]).abs().mean()
+    truth = (true_actions.roll(1, 0)[..., :dim] - true_actions[..., :dim]).abs().mean()
     return float(moved / truth.clamp_min(1e-6))
 
 
@@ -261,8 +262,10 @@ def plot_actions(true: np.ndarray, pred: np.ndarray, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["x", "y", "z", "rx", "ry", "rz", "gripper"]
-    fig, axes = plt.subplots(1, ACTION_DIM, figsize=(17, 2.4))
+    dim = true.shape[-1]
+    names = ["x", "y", "z", "rx", "ry", "rz", "gripper"] if dim == 7 else [f"a{d}" for d in range(dim)]
+    fig, axes = plt.subplots(1, dim, figsize=(17 * dim / 7, 2.4), squeeze=False)
+    axes = axes[0]
     for d, ax in enumerate(axes):
         ax.plot(true[:, d], "k-o", ms=3, label="true")
         ax.plot(pred[:, d], "r-o", ms=3, label="predicted")
