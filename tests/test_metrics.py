@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,16 @@ def test_fid_code_path_with_known_features(tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="does not hold the FID Inception-v3 weights"):
         load_inception(tmp_path / "other.pth")
+
+
+def test_crossing_interpolates_seconds_and_relative_change():
+    from worldflow.metrics.convergence import crossing, relative_change
+
+    # FD 10 -> 6 -> 2 at seconds 5, 15, 35: FD 4 is crossed half-way between the last two evaluations
+    assert crossing([100, 200, 300], [10.0, 6.0, 2.0], 4.0, [5.0, 15.0, 35.0]) == pytest.approx(25.0)
+    assert crossing([100, 200], [9.0, 8.0], 5.0, [1.0, 2.0]) == float("inf")
+    # the last 1000 steps go from 200 to 100: a change of 0.5
+    assert relative_change([0, 1000, 2000], [400.0, 200.0, 100.0], 1000) == pytest.approx(0.5)
+    # step 2000 lies between two evaluations: 150 interpolated, then 100
+    assert relative_change([0, 1000, 3000], [400.0, 200.0, 100.0], 1000) == pytest.approx(1 / 3)
+    assert math.isnan(relative_change([0, 500], [2.0, 1.0], 1000))

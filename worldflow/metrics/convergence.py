@@ -1,4 +1,5 @@
-"""Summaries for the convergence study (DESIGN.md §6): steps to reach a target FD, seed spread."""
+"""Summaries for the convergence study (DESIGN.md §6): crossings of a target FD, an iso-FD ladder, plateau
+checks and seed spread."""
 
 from __future__ import annotations
 
@@ -10,12 +11,19 @@ import numpy as np
 def steps_to_reach(steps: list[int], values: list[float], target: float) -> float:
     """First step at which a decreasing metric reaches `target`, linearly interpolated between evaluations;
     inf if it never does."""
-    for i, (s, v) in enumerate(zip(steps, values)):
+    return crossing(steps, values, target, steps)
+
+
+def crossing(steps: list[int], values: list[float], target: float, at: list[float]) -> float:
+    """`at` (e.g. steps, or training seconds at each evaluation) where `values` first reach `target`,
+    interpolated linearly between the two evaluations around the crossing; inf if never."""
+    for i, v in enumerate(values):
         if v <= target:
             if i == 0:
-                return float(s)
-            s0, v0 = steps[i - 1], values[i - 1]
-            return float(s0 + (v0 - target) / (v0 - v) * (s - s0)) if v0 != v else float(s)
+                return float(at[0])
+            v0 = values[i - 1]
+            frac = (v0 - target) / (v0 - v) if v0 != v else 1.0
+            return float(at[i - 1] + frac * (at[i] - at[i - 1]))
     return math.inf
 
 
@@ -25,3 +33,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     if len(finite) < len(a):
         return math.inf, math.nan
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def relative_change(steps: list[int], values: list[float], window: int) -> float:
+    """|v(T) − v(T − window)| / v(T − window) at the last evaluation T, with v(T − window) interpolated;
+    nan when the curve is shorter than the window."""
+    if not steps or steps[-1] - steps[0] < window:
+        return math.nan
+    before = float(np.interp(steps[-1] - window, steps, values))
+    return abs(values[-1] - before) / before
