@@ -10,6 +10,7 @@ import select
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +29,21 @@ class EnvRequestError(RuntimeError):
 
 
 class EnvClient:
+    """timeout: seconds the worker may take to answer a request before it is killed, one number for every
+    request or {"default": s, "make": s, "reset": s, ...} by command (`default` for the others)."""
+
     def __init__(
         self,
         suite: str = "cpu",
         python: str | None = None,
-        timeout: float = 120.0,
+        timeout: float | Mapping[str, float] = 120.0,
         worker: str | Path = WORKER,
     ):
-        self.suite, self.python, self.timeout, self.worker = (
-            suite,
-            python or sys.executable,
-            timeout,
-            str(worker),
-        )
+        self.suite, self.python, self.worker = suite, python or sys.executable, str(worker)
+        self.timeouts = dict(timeout) if isinstance(timeout, Mapping) else {"default": float(timeout)}
         self.proc: subprocess.Popen | None = None
         self.task = self.kwargs = None
+        self.aborted = False
 
     def start(self) -> None:
         if not Path(self.python).exists() and os.sep in self.python:
@@ -63,6 +64,9 @@ class EnvClient:
         return " | ".join(lines[-3:])
 
     def request(self, msg: dict, timeout: float | None = None) -> dict:
+        if self.aborted:
+            raise WorkerError(f"worker_aborted: {msg['cmd']!r} not sent, the run is stopping")
+        timeout = timeout or self.timeouts.get(msg["cmd"], self.timeouts["default"])
         if self.proc is None or self.proc.poll() is not None:
             self.restart()
         try:
@@ -73,12 +77,10 @@ class EnvClient:
             raise WorkerError(
                 f"worker_crash: could not send {msg['cmd']!r} ({e}); stderr: {self._stderr_tail()}"
             ) from e
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout or self.timeout)
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
             self.kill()
-            raise WorkerError(
-                f"worker_timeout: no answer to {msg['cmd']!r} within {timeout or self.timeout:.0f} s"
-            )
+            raise WorkerError(f"worker_timeout: no answer to {msg['cmd']!r} within {timeout:.0f} s")
         line = self.proc.stdout.readline()
         if not line:
             code = self.proc.wait(timeout=5)
@@ -98,6 +100,14 @@ class EnvClient:
         if self.task is not None:
             self.make(self.task, self.kwargs)
 
+    def abort(self) -> None:
+        """From another thread: kill the worker and refuse every later request, so that the thread using
+        this client gets a WorkerError at once instead of finishing its episode (the run is stopping)."""
+        self.aborted = True
+        proc = self.proc
+        if proc is not None:
+            proc.kill()  # the owner's select sees EOF; it reaps the process itself
+
     def kill(self) -> None:
         if self.proc is not None:
             self.proc.kill()
@@ -112,8 +122,10 @@ class EnvClient:
 
     # ----- env API ------------------------------------------------------------------------------------
     def make(self, task: str, kwargs: dict | None = None) -> int:
-        self.task, self.kwargs = task, kwargs or {}
-        return int(self.request({"cmd": "make", "task": task, "kwargs": self.kwargs})["max_steps"])
+        self.task = None  # a worker (re)started for this request makes nothing else first
+        max_steps = int(self.request({"cmd": "make", "task": task, "kwargs": kwargs or {}})["max_steps"])
+        self.task, self.kwargs = task, kwargs or {}  # what a restarted worker makes again
+        return max_steps
 
     def reset(self, seed: int) -> tuple[dict, str]:
         res = self.request({"cmd": "reset", "seed": int(seed)})

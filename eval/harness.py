@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tqdm import tqdm
@@ -36,9 +37,23 @@ def expand_tasks(tasks: list[str], known: list[str], groups: dict[str, list[str]
     return out
 
 
+def task_timeouts(timeout: float | Mapping, task: str) -> dict[str, float]:
+    """The worker's timeouts for one task: {"default": s, "make": s, "reset": s} from a number (every
+    request) or from {"default", "make", "reset", "tasks": {pattern: {...}}}, where the first fnmatch pattern
+    that matches the task overrides what it names (SimplerEnv ray traces the drawer scenes: minutes a step)."""
+    if not isinstance(timeout, Mapping):
+        return {"default": float(timeout)}
+    out = {k: float(v) for k, v in timeout.items() if k != "tasks" and v is not None}
+    for pattern, override in (timeout.get("tasks") or {}).items():
+        if fnmatch.fnmatchcase(task, pattern):
+            out.update({k: float(v) for k, v in override.items()})
+            break
+    return out
+
+
 def evaluate(
     tasks: list[str],
-    seeds: list[int],
+    seeds: list[int] | Mapping[str, list[int]],
     make_policy: Callable[[EnvClient], object],
     out_dir: str | Path,
     *,
@@ -47,16 +62,24 @@ def evaluate(
     env_kwargs: dict | None = None,
     workers: int = 1,
     videos_per_task: int = 2,
-    timeout: float = 120.0,
+    timeout: float | Mapping = 120.0,
     title: str = "",
     terminate: str = "all",
 ) -> dict:
-    """Run every (task, seed) not already in out_dir/episodes.jsonl; returns the summary."""
+    """Run every (task, seed) not already in out_dir/episodes.jsonl; returns the summary. seeds: one list
+    for every task, or a list per task (SIMPLER's grids: the indices of a task's episodes).
+
+    An env that cannot be made (an unknown keyword argument, a missing asset, a worker that crashes or
+    times out while building it) is a setup error, not an episode's failure: every worker stops, the
+    episodes that finished stay in episodes.jsonl, and EnvError names the task and the worker's message.
+    A failure once the env exists (a reset or step that errors, crashes or times out) fails that episode."""
     out_dir = Path(out_dir)
     log = EpisodeLog(out_dir)
     done = log.finished()
-    todo = [(t, s) for t in tasks for s in seeds if (t, s) not in done]
-    video_seeds = {t: set(seeds[:videos_per_task]) for t in tasks}
+    seeds_of = {t: list(seeds[t] if isinstance(seeds, Mapping) else seeds) for t in tasks}
+    total = sum(len(s) for s in seeds_of.values())
+    todo = [(t, s) for t in tasks for s in seeds_of[t] if (t, s) not in done]
+    video_seeds = {t: set(seeds_of[t][:videos_per_task]) for t in tasks}
     jobs: queue.Queue = queue.Queue()
     for job in todo:
         jobs.put(job)
@@ -66,48 +89,47 @@ def evaluate(
         counts[r["task"]][0] += int(bool(r["success"]))
         counts[r["task"]][1] += 1
     bar = tqdm(
-        total=len(tasks) * len(seeds),
-        initial=len(tasks) * len(seeds) - len(todo),
+        total=total,
+        initial=total - len(todo),
         desc="episodes",
         dynamic_ncols=True,
     )
     errors: list[BaseException] = []
+    clients: list[EnvClient] = []
+
+    def stop_all(e: BaseException) -> None:  # the first error stops every worker; their episodes are dropped
+        with lock:
+            errors.append(e)
+            for c in clients:
+                c.abort()
 
     def work() -> None:
         client = EnvClient(suite, python, timeout)
-        policy = make_policy(client)
+        with lock:
+            clients.append(client)
         current = None
         try:
-            while True:
+            policy = make_policy(client)
+            while not errors:
                 try:
                     task, seed = jobs.get_nowait()
                 except queue.Empty:
                     return
-                try:
-                    if current != task:
-                        plugin = task.endswith((".yaml", ".yml"))  # its kwargs come from its own config
+                if current != task:
+                    client.timeouts = task_timeouts(timeout, task)
+                    plugin = task.endswith((".yaml", ".yml"))  # its kwargs come from its own config
+                    try:
                         max_steps = client.make(task, {} if plugin else env_kwargs)
-                        current = task
-                    row = run_episode(
-                        client,
-                        policy,
-                        task,
-                        seed,
-                        max_steps,
-                        record=seed in video_seeds[task],
-                        terminate=terminate,
-                    )
-                except (WorkerError, EnvRequestError) as e:  # the env could not even be made or reset
-                    current = None
-                    row = {
-                        "task": task,
-                        "seed": seed,
-                        "success": False,
-                        "steps": 0,
-                        "instruction": "",
-                        "failure": str(e),
-                        "seconds": 0.0,
-                    }
+                    except (WorkerError, EnvRequestError) as e:
+                        if client.aborted:  # another worker's error stopped the run
+                            return
+                        raise EnvError(f"cannot make task {task!r} ({suite} suite): {e}") from e
+                    current = task
+                row = run_episode(
+                    client, policy, task, seed, max_steps, record=seed in video_seeds[task], terminate=terminate
+                )  # fmt: skip
+                if errors:  # cut short by another worker's error (set before it aborts us): not finished
+                    return
                 frames = row.pop("frames", None)
                 if frames:
                     from worldflow.viz import save_video
@@ -123,8 +145,8 @@ def evaluate(
                     counts[task][1] += 1
                     bar.update(1)
                     bar.set_postfix_str(" ".join(f"{t[-14:]}:{k}/{n}" for t, (k, n) in counts.items()))
-        except BaseException as e:  # a policy bug: stop everything, keep what finished
-            errors.append(e)
+        except BaseException as e:  # a setup error or a policy bug: stop everything, keep what finished
+            stop_all(e)
         finally:
             client.close()
 
@@ -136,7 +158,7 @@ def evaluate(
     bar.close()
     if errors:
         raise errors[0]
-    rows = [r for r in log.rows() if r["task"] in tasks and int(r["seed"]) in set(seeds)]
+    rows = [r for r in log.rows() if r["task"] in tasks and int(r["seed"]) in set(seeds_of[r["task"]])]
     summary = write_summary(out_dir, rows, title)
     print(markdown_table(summary, title))
     return summary

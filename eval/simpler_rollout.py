@@ -1,4 +1,5 @@
-"""python eval/simpler_rollout.py [suite=cpu|simpler] [tasks=[google_robot_all]] [episodes=20]
+"""python eval/simpler_rollout.py [suite=cpu|simpler] [tasks=[google_robot_all]]
+                                 [episodes=20|visual_matching|variant_aggregation]
                                  [policy.name=world_model policy.checkpoint=<run>] [workers=2]
                                  [simpler.python=/path/to/simpler/venv/bin/python]
 
@@ -9,7 +10,7 @@ worker process; writes episodes.jsonl (resumable), summary.json, summary.md and 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import hydra
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from eval import simpler_grids  # noqa: E402
 from eval.harness import evaluate, expand_tasks  # noqa: E402
 from eval.loop import TERMINATE_MODES  # noqa: E402
 from policies.factory import PolicyConfig, policy_factory  # noqa: E402
@@ -45,21 +47,43 @@ SIMPLER_GROUPS = {"google_robot_vm": SIMPLER_TASKS, "google_robot_all": SIMPLER_
 
 @dataclass
 class SimplerConfig:
-    python: str | None = None  # the Python of SimplerEnv's own venv
+    python: str | None = None  # the Python of SimplerEnv's own venv (scripts/setup_simpler.sh prints it)
+
+
+@dataclass
+class EnvKwargs:
+    """Keyword arguments for each suite's env; only the running suite's are passed, so the CPU suite's
+    image_size never reaches simpler_env.make (where an unknown keyword stops the run at make)."""
+
+    cpu: dict = field(default_factory=dict)  # envs.make: image_size, visual_variation, ...
+    simpler: dict = field(default_factory=dict)  # simpler_env.make: render_config, urdf_version, ...
+
+
+@dataclass
+class TimeoutConfig:
+    """Seconds a worker may take to answer before it is killed: a step (and every other request), building
+    the env, a reset; `tasks` maps fnmatch patterns of task names to overrides of these (first match)."""
+
+    default: float = 120.0
+    make: float = 900.0
+    reset: float = 300.0
+    tasks: dict = field(default_factory=dict)
 
 
 @dataclass
 class RolloutConfig:
     suite: str = "cpu"
     tasks: list[str] = field(default_factory=lambda: ["google_robot_all"])
-    episodes: int = 20
+    episodes: int | str = (
+        20  # per task, or SIMPLER's grid: visual_matching | variant_aggregation (suite=simpler)
+    )
     seed_start: int = 1000  # evaluation seeds start here, apart from the demonstration seeds
     seeds: list[int] | None = None  # explicit seeds override episodes/seed_start
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     robot: str = "rt1"
-    env: dict = field(default_factory=dict)  # keyword arguments for the env (CPU suite: image_size, ...)
+    env: EnvKwargs = field(default_factory=EnvKwargs)
     workers: int = 2
-    timeout: float = 120.0
+    timeout: TimeoutConfig = field(default_factory=TimeoutConfig)
     videos_per_task: int = 2
     out_dir: str = "runs/eval"
     simpler: SimplerConfig = field(default_factory=SimplerConfig)
@@ -77,20 +101,37 @@ def task_list(cfg: RolloutConfig) -> list[str]:
     raise ConfigError(f"suite={cfg.suite!r}; use cpu or simpler")
 
 
+def episode_seeds(cfg: RolloutConfig, tasks: list[str]) -> list[int] | dict[str, list[int]]:
+    """The seeds of every task, or for an episode set the indices of each task's episodes in its grid."""
+    if isinstance(cfg.episodes, int):
+        return (
+            list(cfg.seeds)
+            if cfg.seeds is not None
+            else list(range(cfg.seed_start, cfg.seed_start + cfg.episodes))
+        )
+    if cfg.episodes not in simpler_grids.EPISODE_SETS:
+        raise ConfigError(
+            f"episodes={cfg.episodes!r}; use a number or one of {list(simpler_grids.EPISODE_SETS)}"
+        )
+    if cfg.suite != "simpler" or cfg.seeds is not None:
+        raise ConfigError(f"episodes={cfg.episodes} is SIMPLER's grid: it needs suite=simpler and no seeds")
+    return {task: list(range(len(simpler_grids.episodes(task, cfg.episodes)))) for task in tasks}
+
+
 def run(cfg: RolloutConfig) -> dict:
     tasks = task_list(cfg)
-    seeds = (
-        list(cfg.seeds)
-        if cfg.seeds is not None
-        else list(range(cfg.seed_start, cfg.seed_start + cfg.episodes))
-    )
+    seeds = episode_seeds(cfg, tasks)
     if cfg.policy.terminate not in TERMINATE_MODES:
         raise ConfigError(f"policy.terminate={cfg.policy.terminate!r}; use one of {list(TERMINATE_MODES)}")
     make_policy = policy_factory(cfg.policy, cfg.robot, cfg.suite)
-    env_kwargs = dict(cfg.env)
-    if "image_size" in env_kwargs:
+    env_kwargs = dict(cfg.env.cpu if cfg.suite == "cpu" else cfg.env.simpler)
+    if cfg.suite == "cpu" and "image_size" in env_kwargs:
         env_kwargs["image_size"] = tuple(env_kwargs["image_size"])
-    title = f"{cfg.policy.name} on {cfg.suite} ({len(seeds)} episodes per task)"
+    if isinstance(seeds, dict):  # the worker builds each episode's env from the grid
+        env_kwargs["episode_set"] = cfg.episodes
+        title = f"{cfg.policy.name} on {cfg.suite}, SIMPLER's {cfg.episodes} episodes"
+    else:
+        title = f"{cfg.policy.name} on {cfg.suite} ({len(seeds)} episodes per task)"
     return evaluate(
         tasks,
         seeds,
@@ -101,7 +142,7 @@ def run(cfg: RolloutConfig) -> dict:
         env_kwargs=env_kwargs,
         workers=cfg.workers,
         videos_per_task=cfg.videos_per_task,
-        timeout=cfg.timeout,
+        timeout=asdict(cfg.timeout),
         title=title,
         terminate=cfg.policy.terminate,
     )
