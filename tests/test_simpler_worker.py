@@ -97,9 +97,9 @@ def test_a_make_error_stops_the_run_and_an_episode_error_is_a_failure_row(tmp_pa
 
 
 def test_a_make_error_in_one_worker_stops_the_others_mid_episode(tmp_path, monkeypatch):
-    # worker 1 runs a coke episode (80 steps x 0.1 s); worker 2's drawer scene is missing its asset
+    # worker 1 runs a coke episode (80 steps x 1 s); worker 2's drawer scene is missing its asset
     monkeypatch.setenv("FAKE_SIMPLER_MISSING", DRAWER)
-    monkeypatch.setenv("FAKE_SIMPLER_STEP_SECONDS", "0.1")
+    monkeypatch.setenv("FAKE_SIMPLER_STEP_SECONDS", "1.0")
     t0 = time.perf_counter()
     with pytest.raises(
         EnvError,
@@ -109,7 +109,8 @@ def test_a_make_error_in_one_worker_stops_the_others_mid_episode(tmp_path, monke
             [COKE, DRAWER], [0], lambda c: RandomPolicy(), tmp_path / "out", suite="simpler",
             python=sys.executable, workers=2,
         )  # fmt: skip
-    assert time.perf_counter() - t0 < 6  # the coke episode was cut, not finished
+    # the coke episode was cut, not finished (it would take 80 s; the margin is for a loaded machine)
+    assert time.perf_counter() - t0 < 40
     assert not (tmp_path / "out" / "episodes.jsonl").exists()  # and not logged as a failure
 
 
