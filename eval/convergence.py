@@ -1,5 +1,6 @@
 """python eval/convergence.py [methods=[vanilla,repa,selfflow]] [ablations=[no_rep,no_dual,teacher_student,attn_sep]]
                            [seeds=[0,1,2]] [workers=2] [train.steps=8000] [out_dir=runs/convergence]
+                           [report_only=true]
                            (--config-name convergence_gpu for the GPU size)
 
 The convergence study of DESIGN.md §6: the same model, data, compute and seeds for every method, and a
@@ -87,6 +88,9 @@ class StudyConfig:
     ablations: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     workers: int = 1  # processes, one thread each, one (method, seed) run at a time
+    report_only: bool = (
+        False  # rewrite table.md, summary.json and curves.png from the runs there, train nothing
+    )
     ladder: list[float] = field(default_factory=lambda: [400.0, 200.0, 150.0, 120.0, 100.0, 80.0, 60.0])
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -268,6 +272,8 @@ def _run_in_worker(cfg: StudyConfig, name: str, seed: int) -> str:
 
 def run_study(cfg: StudyConfig) -> dict:
     names = check(cfg)
+    if cfg.report_only:
+        return report(cfg, names)
     ev = prepare(cfg, names)
     jobs = [(n, s) for n in names for s in cfg.seeds]
     if cfg.workers <= 1:

@@ -82,3 +82,7 @@ def test_study_resumes_a_cut_run_and_extends_a_finished_one(tmp_path):
     assert ckpts == ["step_0000004", "step_0000006"]
     assert "horizon 6 steps" in (tmp_path / "table.md").read_text()
     assert len(read_rows(tmp_path / "results.csv")) == 4
+    # report_only: the table of a longer horizon from the rows there, nothing trained
+    cfg.train.steps, cfg.report_only = 8, True
+    run_study(cfg)
+    assert len(read_rows(evals)) == 4 and "horizon 8 steps" in (tmp_path / "table.md").read_text()
