@@ -415,9 +415,13 @@ def write_table(summary: dict, path: Path, cfg: StudyConfig) -> None:
         "(per seed; — : the run is shorter than that); "
         + ("plateau reached." if plateau["reached"] else "**not a plateau yet: conclusions wait.**"),
         "",
-        "| method | seeds | steps | final FD | "
-        + " | ".join(f"final FD {k}" for k in _final_labels(summary))
-        + f" | FD change, last {plateau['window']} steps | probe acc |",
+        "| "
+        + " | ".join(
+            ["method", "seeds", "steps", f"final FD ({summary['sampler']})"]
+            + [f"final FD {k}" for k in _final_labels(summary)]
+            + [f"FD change, last {plateau['window']} steps", "probe acc"]
+        )
+        + " |",
         "|---|---|---|---|" + "---|" * len(_final_labels(summary)) + "---|---|",
     ]
     for n, m in summary["methods"].items():
@@ -426,8 +430,8 @@ def write_table(summary: dict, path: Path, cfg: StudyConfig) -> None:
         finals = [m["final_samplers"].get(k) for k in _final_labels(summary)]
         lines.append(
             f"| {n} | {len(m['seeds'])} | {m['steps_reached']} | {fm:.1f} ± {fs:.1f} | "
-            + " | ".join("—" if f is None else f"{f[0]:.1f} ± {f[1]:.1f}" for f in finals)
-            + " | " + ", ".join("—" if math.isnan(c) else f"{c:.1%}" for c in m["fd_change"].values())
+            + "".join("— | " if f is None else f"{f[0]:.1f} ± {f[1]:.1f} | " for f in finals)
+            + ", ".join("—" if math.isnan(c) else f"{c:.1%}" for c in m["fd_change"].values())
             + f" | {pm:.3f} ± {ps:.3f} |"
         )  # fmt: skip
     heads = [f"{lv:g}" for lv in summary["levels"][: len(cfg.ladder)]] + (
