@@ -213,10 +213,11 @@ def run_one(cfg: StudyConfig, name: str, seed: int, ev: Evaluator | None = None)
     evals = run_dir / "evals.csv"
     label = main_sampler(evc)
     finals = [f"{m}{n}" for m, n in evc.final_samplers.items()]
-    have = {(r["step"], r["sampler"]) for r in read_rows(evals)}
+    rows = read_rows(evals)
+    have = {(r["step"], r["sampler"]) for r in rows}
     if all((steps, s) in have for s in [label, *finals]):
         return f"{name} seed {seed}: done at step {steps}"
-    start, rows = resume_point(run_dir, read_rows(evals), label)
+    start, rows = resume_point(run_dir, rows, label)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_rows(evals, rows)
     torch.manual_seed(seed)
@@ -243,7 +244,8 @@ def run_one(cfg: StudyConfig, name: str, seed: int, ev: Evaluator | None = None)
             row = {"method": name, "seed": seed, "step": step, "sampler": f"{method}{n}",
                    "fd": ev.fd(samples.cpu()), "probe_acc": acc, "loss": loss,
                    "train_seconds": clock["seconds"]}  # fmt: skip
-            write_rows(evals, [*read_rows(evals), row])
+            rows.append(row)
+            write_rows(evals, rows)
             line = (f"  {name} seed {seed} step {step}: FD {row['fd']:.2f} ({row['sampler']}) probe {acc:.3f} "
                     f"train {clock['seconds']:.0f} s")  # fmt: skip
             print(line, flush=True)
@@ -344,6 +346,15 @@ def summarize(rows: list[dict], names: list[str], cfg: StudyConfig) -> dict:
     }  # vanilla's rows set the target even when this invocation ran only ablations
     target = float(sum(c["fd"][-1] for c in vanilla.values()) / len(vanilla)) if vanilla else None
     levels = [float(v) for v in cfg.ladder] + ([target] if target is not None else [])
+
+    def reach(cs: dict, level: float) -> tuple[dict, dict]:
+        """Per seed: the steps and the training seconds at which FD first reaches `level`."""
+        return (
+            {s: crossing(c["steps"], c["fd"], level, c["steps"]) for s, c in cs.items()},
+            {s: crossing(c["steps"], c["fd"], level, c["seconds"]) for s, c in cs.items()},
+        )
+
+    vanilla_reach = {level: reach(vanilla, level) for level in levels}
     out: dict = {"target_fd": target, "levels": levels, "sampler": label, "methods": {}}
     for n, cs in curves.items():
         if not cs:
@@ -366,10 +377,8 @@ def summarize(rows: list[dict], names: list[str], cfg: StudyConfig) -> dict:
             if finals:
                 m["final_samplers"][f_label] = mean_std(finals)
         for level in levels:
-            steps = {s: crossing(c["steps"], c["fd"], level, c["steps"]) for s, c in cs.items()}
-            secs = {s: crossing(c["steps"], c["fd"], level, c["seconds"]) for s, c in cs.items()}
-            van_steps = {s: crossing(c["steps"], c["fd"], level, c["steps"]) for s, c in vanilla.items()}
-            van_secs = {s: crossing(c["steps"], c["fd"], level, c["seconds"]) for s, c in vanilla.items()}
+            steps, secs = reach(cs, level)
+            van_steps, van_secs = vanilla_reach[level]
             paired = [s for s in cs if s in vanilla]
             m["ladder"].append({
                 "fd": level,

@@ -70,11 +70,12 @@ def test_linear_probe_separates_separable_features(tiny_model):
 
 
 def test_steps_to_reach_interpolates():
-    from worldflow.metrics.convergence import mean_std, steps_to_reach
+    from worldflow.metrics.convergence import crossing, mean_std
 
-    assert steps_to_reach([100, 200, 300], [10.0, 6.0, 2.0], 4.0) == pytest.approx(250.0)
-    assert steps_to_reach([100, 200], [3.0, 2.0], 5.0) == 100.0
-    assert steps_to_reach([100, 200], [9.0, 8.0], 5.0) == float("inf")
+    # the step at which a decreasing metric first reaches the target: `at` is the steps themselves
+    assert crossing([100, 200, 300], [10.0, 6.0, 2.0], 4.0, [100, 200, 300]) == pytest.approx(250.0)
+    assert crossing([100, 200], [3.0, 2.0], 5.0, [100, 200]) == 100.0
+    assert crossing([100, 200], [9.0, 8.0], 5.0, [100, 200]) == float("inf")
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(2**0.5))
     assert mean_std([1.0, float("inf")])[0] == float("inf")
 

@@ -8,12 +8,6 @@ import math
 import numpy as np
 
 
-def steps_to_reach(steps: list[int], values: list[float], target: float) -> float:
-    """First step at which a decreasing metric reaches `target`, linearly interpolated between evaluations;
-    inf if it never does."""
-    return crossing(steps, values, target, steps)
-
-
 def crossing(steps: list[int], values: list[float], target: float, at: list[float]) -> float:
     """`at` (e.g. steps, or training seconds at each evaluation) where `values` first reach `target`,
     interpolated linearly between the two evaluations around the crossing; inf if never."""
