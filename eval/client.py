@@ -4,6 +4,7 @@ user names, send requests, and turn a crash or a hang into a clear exception."""
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import select
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.worker import decode_array
+from worldflow.errors import ConfigError
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
 
@@ -28,9 +30,27 @@ class EnvRequestError(RuntimeError):
     """The worker is alive but the env raised (reported by the worker)."""
 
 
+def task_timeouts(timeout: float | Mapping, task: str | None = None) -> dict[str, float]:
+    """The worker's timeouts for one task, by command: {"default": s, "make": s, "reset": s} from a number
+    (every request) or from {"default", "make", "reset", ..., "tasks": {pattern: {...}}}, where the first
+    fnmatch pattern that matches the task overrides what it names (SimplerEnv ray traces the drawer scenes:
+    minutes a step). The one reader of the `timeout` setting; `default` covers the commands not named."""
+    if not isinstance(timeout, Mapping):
+        return {"default": float(timeout)}
+    out = {k: float(v) for k, v in timeout.items() if k != "tasks" and v is not None}
+    if "default" not in out:
+        raise ConfigError(f"timeout={dict(timeout)}: needs a default (seconds for the commands not named)")
+    for pattern, override in (timeout.get("tasks") or {}).items() if task is not None else ():
+        if fnmatch.fnmatchcase(task, pattern):
+            out.update({k: float(v) for k, v in override.items()})
+            break
+    return out
+
+
 class EnvClient:
     """timeout: seconds the worker may take to answer a request before it is killed, one number for every
-    request or {"default": s, "make": s, "reset": s, ...} by command (`default` for the others)."""
+    request or {"default": s, "make": s, "reset": s, ..., "tasks": {pattern: {...}}} (`task_timeouts`);
+    the per-task overrides apply from `use_task_timeouts(task)` on."""
 
     def __init__(
         self,
@@ -40,10 +60,14 @@ class EnvClient:
         worker: str | Path = WORKER,
     ):
         self.suite, self.python, self.worker = suite, python or sys.executable, str(worker)
-        self.timeouts = dict(timeout) if isinstance(timeout, Mapping) else {"default": float(timeout)}
+        self.timeout_setting = timeout
+        self.timeouts = task_timeouts(timeout)
         self.proc: subprocess.Popen | None = None
         self.task = self.kwargs = None
         self.aborted = False
+
+    def use_task_timeouts(self, task: str) -> None:
+        self.timeouts = task_timeouts(self.timeout_setting, task)
 
     def start(self) -> None:
         if not Path(self.python).exists() and os.sep in self.python:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import queue
 import threading
 from collections import defaultdict
@@ -34,20 +33,6 @@ def expand_tasks(tasks: list[str], known: list[str], groups: dict[str, list[str]
                 f"unknown task {name!r}"
                 + (f"; did you mean {close}?" if close else f"; known groups: {sorted(groups)}")
             )
-    return out
-
-
-def task_timeouts(timeout: float | Mapping, task: str) -> dict[str, float]:
-    """The worker's timeouts for one task: {"default": s, "make": s, "reset": s} from a number (every
-    request) or from {"default", "make", "reset", "tasks": {pattern: {...}}}, where the first fnmatch pattern
-    that matches the task overrides what it names (SimplerEnv ray traces the drawer scenes: minutes a step)."""
-    if not isinstance(timeout, Mapping):
-        return {"default": float(timeout)}
-    out = {k: float(v) for k, v in timeout.items() if k != "tasks" and v is not None}
-    for pattern, override in (timeout.get("tasks") or {}).items():
-        if fnmatch.fnmatchcase(task, pattern):
-            out.update({k: float(v) for k, v in override.items()})
-            break
     return out
 
 
@@ -116,7 +101,7 @@ def evaluate(
                 except queue.Empty:
                     return
                 if current != task:
-                    client.timeouts = task_timeouts(timeout, task)
+                    client.use_task_timeouts(task)
                     plugin = task.endswith((".yaml", ".yml"))  # its kwargs come from its own config
                     try:
                         max_steps = client.make(task, {} if plugin else env_kwargs)

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.client import EnvClient, EnvRequestError, WorkerError
-from eval.harness import evaluate, task_timeouts
+from eval.client import EnvClient, EnvRequestError, WorkerError, task_timeouts
+from eval.harness import evaluate
 from policies.baselines import RandomPolicy
-from worldflow.errors import EnvError
+from worldflow.errors import ConfigError, EnvError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = ROOT / "tests" / "helpers" / "fake_simpler_env"
@@ -141,6 +141,13 @@ def test_timeouts_per_request_and_per_task(tmp_path):
     assert task_timeouts(timeout, COKE) == {"default": 120, "make": 900, "reset": 300}
     assert task_timeouts(timeout, DRAWER) == {"default": 600, "make": 900, "reset": 300}
     assert task_timeouts(30, DRAWER) == {"default": 30}
+    with pytest.raises(ConfigError, match="needs a default"):
+        task_timeouts({"make": 900}, COKE)
+    # the client reads the same setting: the commands' timeouts, then a task's overrides once it is chosen
+    client = EnvClient("simpler", sys.executable, timeout=timeout)
+    assert client.timeouts == {"default": 120, "make": 900, "reset": 300}
+    client.use_task_timeouts(DRAWER)
+    assert client.timeouts == {"default": 600, "make": 900, "reset": 300}
     # a worker that takes 2 s to make its env and answers a step at once
     worker = tmp_path / "slow_make.py"
     worker.write_text(
