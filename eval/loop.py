@@ -112,13 +112,14 @@ def run_episode(
     try:
         obs, instruction = env.reset(seed)
         policy.reset(instruction, seed)
+        observe = getattr(policy, "observe", None)
         if record:
             frames.append(obs["image"])
         stop = False
         while not stop:
             chunk = policy.act(obs)
             check_chunk(chunk, action_dim)
-            for action, flag in zip(chunk.actions, chunk.terminate):
+            for i, (action, flag) in enumerate(zip(chunk.actions, chunk.terminate)):
                 if on_step is not None:
                     on_step(obs, action, bool(flag), instruction)
                 if flag and terminate != "never":
@@ -145,6 +146,8 @@ def run_episode(
                     instruction = new_instruction
                     policy.reset(instruction, seed)
                     break
+                if observe is not None and i < len(chunk.actions) - 1:  # the next act() sees the last one
+                    observe(obs)
     except WorkerError as e:
         success, failure = False, str(e)
     except (EnvRequestError, PolicyError) as e:

@@ -2,7 +2,9 @@
 actions in the env's units (7-d: translation ‖ axis-angle ‖ relative gripper) with terminate flags.
 
 The harness executes the chunk step by step and calls `act` again when it is used up (receding horizon);
-a new instruction (SIMPLER's two-stage tasks) calls `reset` again.
+a new instruction (SIMPLER's two-stage tasks) calls `reset` again. A policy that keeps a history of frames
+may define `observe(obs)`: the harness then shows it every observation exactly once, the one `act` gets
+and, through `observe`, those of the chunk's later steps.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The world-model policy (DESIGN.md §2, §4): policy mode of a fine-tuned checkpoint.
 
-Keeps the last `context` frames, samples only the action tokens with few Euler steps (future frames stay
+Keeps the frames of the last `(context - 1) * frame_gap + 1` env steps (the harness shows it every
+observation, through `act` or `observe`) and gives the model every `frame_gap`-th of them as the context,
+spaced as the training windows' context frames are; samples only the action tokens with few Euler steps (future frames stay
 absent, never decoded), de-standardises with the checkpoint's statistics, turns the absolute gripper into
 the env's relative command and returns the first `stride` actions of the chunk (receding horizon).
 With `plan.samples > 1` it samples several chunks, imagines each one's future with forward dynamics and
@@ -87,7 +89,7 @@ class WorldModelPolicy:
         )
         self.model = self.wm.model
         self.steps, self.plan = steps, plan or PlanConfig()
-        self.context = self.wm.worldmodel.context
+        self.context, self.frame_gap = self.wm.worldmodel.context, self.wm.worldmodel.frame_gap
         if not 1 <= stride <= self.wm.worldmodel.action_horizon:
             raise ConfigError(
                 f"policy stride={stride} must be in 1..{self.wm.worldmodel.action_horizon} (the action horizon)"
@@ -116,12 +118,17 @@ class WorldModelPolicy:
         self.calls = 0
         self.streak = 0  # consecutive chunks that predicted a terminate
 
+    def observe(self, obs: dict) -> None:
+        """An observation between two calls of `act` (the chunk's later steps): its frame joins the history."""
+        frame = to_model_frame(obs["image"], self.wm.image_size, self.crop).to(self.device)
+        span = (self.context - 1) * self.frame_gap + 1
+        # before the episode's first frame the context repeats it, as the training windows do
+        self.history = (self.history + [frame])[-span:] if self.history else [frame] * span
+
     @torch.no_grad()
     def act(self, obs: dict) -> ActionChunk:
-        frame = to_model_frame(obs["image"], self.wm.image_size, self.crop).to(self.device)
-        # before the episode's first frame the context repeats it, as the training windows do
-        self.history = self.history[1:] + [frame] if self.history else [frame] * self.context
-        ctx = torch.stack(self.history)[None]  # (1, C, 3, S, S)
+        self.observe(obs)
+        ctx = torch.stack(self.history[:: self.frame_gap])[None]  # (1, context, 3, S, S), the last is now
         cond = self.condition(obs)
         n = self.plan.samples
         seed = self.seed * 100_003 + (self.calls if self.noise == "chunk" else 0)

@@ -265,3 +265,36 @@ def test_a_terminate_is_sent_only_after_enough_chunks_in_a_row_predict_it():
 
     with pytest.raises(ConfigError, match="policy.terminate_after=0 must be >= 1"):
         policy_factory(PolicyConfig(name="random", terminate_after=0), robot="rt1", suite="cpu")
+
+
+def test_a_policy_that_observes_sees_every_observation_once():
+    class CountingEnv(TwoStageEnv):
+        def reset(self, seed):
+            obs, instruction = super().reset(seed)
+            return {"image": np.full((4, 4, 3), self.t, np.uint8)}, instruction
+
+        def step(self, action):
+            res = super().step(action)
+            res["obs"] = {"image": np.full((4, 4, 3), self.t % 256, np.uint8)}
+            return res
+
+    class ObservingPolicy(ScriptPolicy):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def observe(self, obs):
+            self.seen.append(("observe", int(obs["image"][0, 0, 0])))
+
+        def act(self, obs):
+            self.seen.append(("act", int(obs["image"][0, 0, 0])))
+            return ActionChunk(np.tile([1.0, 0, 0, 0, 0, 0, 0], (3, 1)), np.zeros(3, bool))
+
+    pol = ObservingPolicy()
+    row = run_episode(CountingEnv(max_steps=110), pol, "apple", 0, 110)
+    assert row["steps"] == 110
+    # every observation but the final one, once, in order; act on every third, and again at the forced
+    # switch to the second instruction after step 100 (a new chunk starts there)
+    assert [s for _, s in pol.seen] == list(range(110))
+    acts = [s for kind, s in pol.seen if kind == "act"]
+    assert acts == list(range(0, 100, 3)) + [100, 103, 106, 109]

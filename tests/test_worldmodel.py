@@ -479,3 +479,87 @@ def test_checkpoint_robot_is_typed_and_tolerates_old_keys():
     robot = robot_config(rec)
     assert isinstance(robot, RobotConfig) and robot.data.crop == [0.0, 0.25, 0.7, 0.5]
     assert robot.proprio_from_env == "rt1" and not hasattr(robot, "env_suite")
+
+
+def test_windows_with_a_frame_gap_space_context_and_future_frames(tmp_path):
+    cache = make_cache(tmp_path / "c")  # episodes of 5, 3, 6 steps (global steps 0..4, 5..7, 8..13)
+    ds = WindowDataset(cache, context=2, horizon=2, action_horizon=4, frame_gap=2)
+    assert len(ds) == 4 + 2 + 5  # the same anchors as without a gap
+    item = ds[6 + 2]  # episode 2, t = 2: frames at t - 2, t, t + 2, t + 4 (past the end: padding)
+    steps = ((item["x"][:, 0, 0, 0] + 1) * 127.5).round().long().tolist()
+    assert steps == [8, 10, 12, 13]
+    assert item["frame_valid"].tolist() == [True, True, True, False]
+    # actions stay every step: t .. t + 3
+    assert (item["actions"].shape[0], item["action_valid"].tolist()) == (4, [True, True, True, True])
+    item = ds[6]  # episode 2, t = 0: the context before the first frame repeats it
+    assert ((item["x"][:, 0, 0, 0] + 1) * 127.5).round().long().tolist() == [8, 8, 10, 12]
+    with pytest.raises(ConfigError, match="frame_gap=0"):
+        WindowDataset(cache, context=2, horizon=2, action_horizon=4, frame_gap=0)
+    with pytest.raises(ConfigError, match="worldmodel.frame_gap=0"):
+        WorldModelConfig(frame_gap=0).validate()
+    with pytest.raises(ConfigError, match="worldmodel.context_dropout=1.5"):
+        WorldModelConfig(context_dropout=1.5).validate()
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_context_dropout_replaces_earlier_context_frames_by_the_last(p):
+    seen = {}
+
+    def inner(model, teacher, batch):
+        seen.update(batch)
+        return torch.zeros(()), {}
+
+    m = wm_model(frames=5)  # 3 context frames, 2 future
+    cfg = WorldModelConfig(context=3, horizon=2, action_horizon=4, context_dropout=p)
+    batch = {
+        "x": torch.randn(6, 5, 3, 8, 8),
+        "actions": torch.zeros(6, 4, 7),
+        "cond": torch.zeros(6, 512),
+        "frame_valid": torch.ones(6, 5, dtype=torch.bool),
+        "action_valid": torch.ones(6, 4, dtype=torch.bool),
+    }
+    original = batch["x"].clone()
+    WorldModelObjective(cfg, inner)(m, None, batch)
+    x = seen["x"]
+    assert torch.equal(batch["x"], original)  # the caller's batch is not changed in place
+    assert torch.equal(x[:, 2:], original[:, 2:])  # the last context frame and the future stay
+    if p == 1.0:
+        assert torch.equal(x[:, 0], original[:, 2]) and torch.equal(x[:, 1], original[:, 2])
+    else:
+        assert torch.equal(x, original)
+
+
+def test_policy_context_frames_are_frame_gap_steps_apart_whatever_the_policy_stride(monkeypatch):
+    """The harness shows the policy every observation (act, then observe for the chunk's later steps); the
+    context it hands the model must be spaced as the training windows' frames, not one frame per chunk."""
+    import policies.world_model as pwm
+    from worldflow.worldmodel.bundle import WorldModel
+    from worldflow.worldmodel.robot import RobotConfig
+
+    contexts = []
+
+    def fake_predict(model, ctx, cond, mode, steps, seed, **kw):
+        contexts.append(((ctx[0, :, 0, 0, 0] + 1) * 127.5).round().long().tolist())
+        return {"actions": torch.zeros(ctx.shape[0], 8, 8)}
+
+    monkeypatch.setattr(pwm, "predict", fake_predict)
+    stats = ActionStats.compute(np.random.default_rng(0).normal(size=(50, 7)).astype(np.float32))
+    wm = WorldModel(
+        model=wm_model(frames=4, image_size=8),
+        robot=RobotConfig(),
+        stats=stats,
+        worldmodel=WorldModelConfig(context=3, horizon=1, action_horizon=8, frame_gap=2, terminate=True),
+        meta={},
+    )
+    policy = pwm.WorldModelPolicy(wm, stride=3)
+    policy.reset("open top drawer", 0)
+
+    def obs(step):
+        return {"image": np.full((8, 8, 3), step, np.uint8)}
+
+    for step in range(9):  # act at steps 0, 3, 6; observe the rest
+        if step % 3 == 0:
+            assert len(policy.act(obs(step)).actions) == 3
+        else:
+            policy.observe(obs(step))
+    assert contexts == [[0, 0, 0], [0, 1, 3], [2, 4, 6]]

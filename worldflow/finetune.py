@@ -86,7 +86,7 @@ def run(cfg: FinetuneConfig, raw: dict) -> dict:
     cache = open_cache(cfg.robot.data, cfg.image_size, cfg.cache_dir)
     train_eps, val_eps = split_episodes(len(cache), cfg.val_episodes)
     wm = cfg.worldmodel
-    flags = {"proprio": wm.proprio, "terminate": wm.terminate}
+    flags = {"proprio": wm.proprio, "terminate": wm.terminate, "frame_gap": wm.frame_gap}
     mirror = (cfg.robot.mirror_action_signs, cfg.robot.mirror_proprio_signs) if cfg.augment_mirror else None
     repeats = None
     if cfg.keyframe_repeat:

@@ -114,6 +114,7 @@ def open_loop(cfg: SampleCLI, model, meta: dict) -> None:
         cache, wm["context"], wm["horizon"], wm["action_horizon"], meta["data"]["val_episodes"],
         stats=ActionStats.from_dict(meta["action_stats"]),
         proprio=wm.get("proprio", False), terminate=wm.get("terminate", False),
+        frame_gap=wm.get("frame_gap", 1),
     )  # fmt: skip
     out = Path(cfg.out) if cfg.out else resolve(cfg.ckpt) / "openloop"
     evaluate_open_loop(model, val, OpenLoopConfig(windows=cfg.num, steps=cfg.steps, seed=cfg.seed), out)

@@ -1,8 +1,10 @@
 """Training windows for the world model (DESIGN.md §2–3): `context` frames up to the current step, `horizon`
 future frames and `action_horizon` actions from the current step, never crossing an episode boundary.
 
-Context before an episode's first frame repeats that frame; future frames and actions past the last step
-repeat the last one and are marked invalid (`frame_valid`, `action_valid`), so the loss ignores them.
+Frames are `frame_gap` env steps apart (context t - (context - 1) * gap, ..., t; future t + gap, ...,
+t + horizon * gap); actions are every step. Context before an episode's first frame repeats that frame;
+future frames and actions past the last step repeat the last one and are marked invalid (`frame_valid`,
+`action_valid`), so the loss ignores them.
 
 With `mirror` (the robot's sign vectors for a reflection y -> -y), the dataset also holds every window
 left-right mirrored: frames flipped horizontally, actions and proprioception multiplied by the signs. Items
@@ -44,12 +46,16 @@ class WindowDataset(Dataset):
         terminate: bool = False,
         mirror: tuple[list[float], list[float]] | None = None,
         repeats: np.ndarray | None = None,
+        frame_gap: int = 1,
     ):
         self.cache = cache
         self.proprio, self.terminate = proprio, terminate
         if proprio and cache.proprio.shape[1] == 0:
             raise DataError(f"episode cache {cache.path} has no proprioception; set worldmodel.proprio=false")
         self.context, self.horizon, self.action_horizon = context, horizon, action_horizon
+        if frame_gap < 1:
+            raise ConfigError(f"frame_gap={frame_gap}: must be >= 1")
+        self.frame_gap = frame_gap
         self.stats = stats or cache.stats
         self.episodes = list(range(len(cache))) if episodes is None else list(episodes)
         self.index = window_index(cache, self.episodes)
@@ -83,7 +89,7 @@ class WindowDataset(Dataset):
         mirrored = i >= len(self.index)
         e, t = self.index[i - len(self.index) if mirrored else i]
         start, length = self.cache.episodes[e]
-        frame_steps = np.arange(t - self.context + 1, t + self.horizon + 1)
+        frame_steps = t + self.frame_gap * np.arange(1 - self.context, self.horizon + 1)
         action_steps = np.arange(t, t + self.action_horizon)
         frame_valid = frame_steps <= length - 1
         action_valid = action_steps <= length - 1

@@ -48,6 +48,12 @@ class WorldModelConfig:
     terminate: bool = False  # one more action channel, last: +1 on the step that ends the (sub)task, else -1
     # future frames predicted as the last context frame plus a learned change (model.residual_from)
     residual: bool = True
+    # env steps between consecutive frames of a window (context and future): with a gap of g and a horizon
+    # of h the future frames are t + g, ..., t + h*g; g * h = action_horizon spans the action chunk
+    frame_gap: int = 1
+    # probability that a training sample's earlier context frames are replaced by its last one (as at an
+    # episode's start), so that the motion must be read from the actions, not extrapolated from the context
+    context_dropout: float = 0.0
 
     def validate(self) -> None:
         unknown = set(self.mode_weights) - set(MODES)
@@ -57,6 +63,12 @@ class WorldModelConfig:
             )
         if sum(self.mode_weights.values()) <= 0:
             raise ConfigError("worldmodel.mode_weights must have a positive weight")
+        if self.frame_gap < 1:
+            raise ConfigError(
+                f"worldmodel.frame_gap={self.frame_gap}: must be >= 1 (env steps between frames)"
+            )
+        if not 0.0 <= self.context_dropout <= 1.0:
+            raise ConfigError(f"worldmodel.context_dropout={self.context_dropout}: must be in [0, 1]")
 
     def model_config(
         self,
@@ -150,6 +162,12 @@ class WorldModelObjective(nn.Module):
         idx = torch.multinomial(self.weights.float(), b, replacement=True)
         modes = [self.modes[i] for i in idx.tolist()]
         clean, absent = layout_masks(getattr(model, "_orig_mod", model), self.cfg.context, modes, dev)
+        x = batch["x"]
+        if self.cfg.context_dropout > 0 and self.cfg.context > 1:
+            drop = torch.rand(b, device=dev) < self.cfg.context_dropout
+            last = self.cfg.context - 1
+            x = x.clone()
+            x[drop, :last] = x[drop, last : last + 1]
         cond = batch["cond"]
         if self.cfg.cond_dropout > 0:
             keep = (torch.rand(b, device=dev) >= self.cfg.cond_dropout).to(cond.dtype)
@@ -158,7 +176,7 @@ class WorldModelObjective(nn.Module):
                 mask[:, -self.proprio_dim :] = 1.0  # only the instruction is dropped (CFG on language)
             cond = cond * mask
         inner_batch = {
-            "x": batch["x"],
+            "x": x,
             "actions": batch["actions"],
             "cond": cond,
             "clean": clean,
