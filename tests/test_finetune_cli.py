@@ -201,14 +201,31 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
         "robot.data.action_keys=[world_vector]",
         "robot.data.action_dims=[3]",
         "robot.mirror_action_signs=[1,-1,1,1]",
+        "worldmodel.frame_gap=2",  # recorded in the checkpoint, read back by worldflow.sample and the policy
+        "worldmodel.context_dropout=0.5",
         cwd=tmp_path,
     )
     assert four.returncode == 0, four.stderr[-3000:]
     wm4 = from_checkpoint(tmp_path / "ft4")
+    assert (wm4.worldmodel.frame_gap, wm4.worldmodel.context_dropout) == (2, 0.5)
     assert wm4.model.cfg.action_dim == 4 + 1 and len(wm4.stats.q01) == 4  # + the terminate channel
     assert wm4.robot.data.action_dims == [3] and wm4.robot.data.action_dim == 4
     metrics4 = json.loads((tmp_path / "ft4" / "openloop" / "step_0000003" / "openloop.json").read_text())
     assert len(metrics4["action_l1_per_dim_env_units"]) == 4
+    # worldflow.sample scores the same held-out windows, frames spaced by the checkpoint's frame_gap: the
+    # copy-last-frame baseline agrees with the fine-tune's exactly (a gap of 1 would score other frames)
+    samp4 = cli(
+        "-m",
+        "worldflow.sample",
+        f"ckpt={tmp_path / 'ft4'}",
+        "num=2",
+        "steps=2",
+        f"out={tmp_path / 'ol4'}",
+        cwd=tmp_path,
+    )
+    assert samp4.returncode == 0, samp4.stderr[-2000:]
+    again = json.loads((tmp_path / "ol4" / "openloop.json").read_text())
+    assert again["baselines"]["copy_last"] == metrics4["baselines"]["copy_last"]
     # ... and SIMPLER's Google-robot envs, which take RT-1's 7 numbers, refuse it by name
     with pytest.raises(CheckpointError, match="predicts 4-d actions; SIMPLER's Google-robot envs take 7"):
         policy_factory(PolicyConfig(checkpoint=str(tmp_path / "ft4")), robot="rt1", suite="cpu")
