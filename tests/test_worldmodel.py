@@ -190,6 +190,35 @@ def test_frame_scores_by_hand_and_the_mean_frame_of_the_training_episodes(tmp_pa
     torch.testing.assert_close(mean_frame(held_out), torch.full((3, 8, 8), 2.5 / 127.5 - 1.0))  # steps 0..5
 
 
+def test_action_following_is_a_paired_gain_by_hand():
+    from worldflow.worldmodel.openloop import action_following
+
+    last = -torch.ones(3, 3, 4, 4)
+    future = -torch.ones(3, 1, 3, 4, 4)
+    future[:, 0, :, 0, 0] = 1.0  # one moving pixel per window
+    valid = torch.ones(3, 1, dtype=torch.bool)
+    true_guess, other_guess = future.clone(), future.clone()
+    true_guess[:, 0, :, 0, 0] = 0.9  # error 0.1 with the window's own actions
+    other_guess[:, 0, :, 0, 0] = torch.tensor([0.0, 0.0, 0.95])[:, None]  # 1.0, 1.0, 0.05 with another's
+    out = action_following(true_guess, other_guess, future, last, valid)
+    gains = 10 * np.log10(np.array([1.0, 1.0, 0.0025]) / 0.01)  # +20, +20, -6.02 dB
+    assert out["windows"] == 3 and out["windows_true_better"] == pytest.approx(2 / 3)
+    assert out["moving_gain_db"] == pytest.approx(gains.mean(), abs=1e-3)
+    half = 1.96 * gains.std(ddof=1) / np.sqrt(3)
+    assert out["moving_gain_db_ci95"] == pytest.approx([gains.mean() - half, gains.mean() + half], abs=1e-3)
+    # over whole frames the same errors are spread over 48 numbers: the ratios, and so the gains, are equal
+    assert out["frame_gain_db"] == pytest.approx(gains.mean(), abs=1e-3)
+    # a model that ignores the actions gains nothing; a window where nothing moves is left out
+    still = future.clone()
+    still[2] = -1.0
+    same = action_following(true_guess, true_guess, still, last, valid)
+    assert (
+        same["windows"] == 2
+        and same["moving_gain_db"] == pytest.approx(0.0)
+        and same["windows_true_better"] == 0
+    )
+
+
 def test_denoising_mse_scores_the_future_tokens_only():
     from worldflow.worldmodel.openloop import denoising_mse
 
