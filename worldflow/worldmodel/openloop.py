@@ -155,6 +155,12 @@ def evaluate_open_loop(model, dataset, cfg: OpenLoopConfig, out_dir: str | Path)
 MOVING_THRESHOLD = 0.1
 
 
+def moving_mask(future, last_ctx, valid) -> torch.Tensor:
+    """(B, H, 1, S, S) bool: the valid frames' pixels where the truth differs from the last context frame."""
+    moved = (future - last_ctx[:, None]).abs().amax(2, keepdim=True) > MOVING_THRESHOLD
+    return moved & valid[..., None, None, None]
+
+
 def frame_scores(guess, future, last_ctx, valid) -> dict:
     """PSNR and SSIM per horizon step over the valid frames, and PSNR on the moving region only: the pixels
     where the truth differs from the last context frame (squared errors pooled over those pixels of every
@@ -163,9 +169,7 @@ def frame_scores(guess, future, last_ctx, valid) -> dict:
     valid_f = valid.float()
     per_step = lambda m: (m * valid_f).sum(0) / valid_f.sum(0).clamp_min(1)  # noqa: E731
     p, s = psnr(guess, future), ssim(guess, future)
-    moving = ((future - last_ctx[:, None]).abs().amax(2, keepdim=True) > MOVING_THRESHOLD) & valid[
-        ..., None, None, None
-    ]
+    moving = moving_mask(future, last_ctx, valid)
     sq = ((guess.float() - future.float()) / 2).pow(2) * moving  # [0, 1] units, as psnr
     count = moving.sum((0, 2, 3, 4)) * guess.shape[2]  # (H,)
     moving_mse = sq.sum((0, 2, 3, 4)) / count.clamp_min(1)
@@ -193,7 +197,7 @@ def action_following(true_guess, other_guess, future, last_ctx, valid) -> dict:
     interval above 0 say the frames follow the actions. Windows without a moving pixel are left out of the
     moving-region numbers. true_guess, other_guess, future (B, H, 3, S, S); last_ctx (B, 3, S, S); valid (B, H)."""
     v = valid[..., None, None, None].float()
-    moving = ((future - last_ctx[:, None]).abs().amax(2, keepdim=True) > MOVING_THRESHOLD).float() * v
+    moving = moving_mask(future, last_ctx, valid).float()
 
     def per_window(guess, mask):
         sq = (guess.float() - future.float()).pow(2) * mask
