@@ -229,3 +229,16 @@ def test_finetune_sample_and_from_checkpoint(tmp_path):
     # ... and SIMPLER's Google-robot envs, which take RT-1's 7 numbers, refuse it by name
     with pytest.raises(CheckpointError, match="predicts 4-d actions; SIMPLER's Google-robot envs take 7"):
         policy_factory(PolicyConfig(checkpoint=str(tmp_path / "ft4")), robot="rt1", suite="cpu")
+
+
+def test_a_bad_worldmodel_key_is_named_before_anything_is_written(tmp_path):
+    res = cli(
+        "-m",
+        "worldflow.finetune",
+        "debug=cpu",
+        "worldmodel.frame_gap=0",
+        f"run_dir={tmp_path / 'r'}",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 2 and "worldmodel.frame_gap=0: must be >= 1" in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "r").exists()  # no embedded dataset, no run

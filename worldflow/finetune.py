@@ -82,6 +82,7 @@ def resolve_dataset(cfg: FinetuneConfig) -> None:
 
 
 def run(cfg: FinetuneConfig, raw: dict) -> dict:
+    cfg.worldmodel.validate()  # a bad worldmodel.* key is named before any dataset or cache is written
     resolve_dataset(cfg)
     cache = open_cache(cfg.robot.data, cfg.image_size, cfg.cache_dir)
     train_eps, val_eps = split_episodes(len(cache), cfg.val_episodes)
