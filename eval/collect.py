@@ -1,5 +1,5 @@
 """python eval/collect.py task=<task or group>|'<task>,<task>,...' episodes=N out=<dir> [seed=0] [image_size=256x320]
-                         [shard_size=64] [overwrite=false] [noise=0.0] [+env.<key>=<value> ...]
+                         [shard_size=64] [overwrite=false] [noise=0.0] [record=expert|executed] [+env.<key>=<value> ...]
 
 Runs the CPU suite's scripted experts under SIMPLER's loop (DESIGN.md §4: a terminate flag in a non-final
 subtask advances to the next one and the step is still executed; the episode ends on terminate in the final
@@ -51,6 +51,10 @@ class CollectConfig:
     # this std (metres per step) is added to the translation the env executes; the recorded action stays
     # the expert's, so the data shows how to come back from states a learned policy drifts into
     noise: float = 0.0
+    # which action the data keeps under noise: "expert" (DART: the label a policy should learn) or
+    # "executed" (what the env ran: the action that explains the next frame, which a world model's forward
+    # mode needs; with the expert's label the action is a function of the frames and carries nothing new)
+    record: str = "expert"
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -73,25 +77,35 @@ def perturbed(action: np.ndarray, noise: float, rng: np.random.Generator) -> np.
     return out
 
 
-def rollout(env, seed: int, noise: float = 0.0) -> tuple[Episode, bool]:
+def rollout(env, seed: int, noise: float = 0.0, record: str = "expert") -> tuple[Episode, bool]:
     """One scripted-expert episode under SIMPLER's loop (eval.loop.run_episode) -> (Episode, success at
     the last step). `env` is a LocalEnv; with `noise`, the executed translation is perturbed (DART) and
-    the expert's own action is recorded."""
+    the expert's own action is recorded (`record="expert"`) or the perturbed one the env ran
+    (`record="executed"`)."""
+    if record not in ("expert", "executed"):
+        raise ConfigError(f"record={record!r}; use expert or executed")
     rng = np.random.default_rng([seed, 1_000_003])  # deterministic in the seed, as a resumed run needs
     steps: list[tuple] = []
+    executed: list[np.ndarray] = []
 
-    def record(obs, action, flag, instruction):
+    def execute(action):
+        executed.append(perturbed(action, noise, rng))
+        return executed[-1]
+
+    def keep(obs, action, flag, instruction):
         steps.append(
             (np.asarray(obs["image"]), np.asarray(obs["proprio"], np.float32), action, flag, instruction)
         )
 
     row = run_episode(
-        env, ScriptedPolicy(env), "collect", seed, MAX_STEPS, on_step=record,
-        execute=lambda a: perturbed(a, noise, rng),
+        env, ScriptedPolicy(env), "collect", seed, MAX_STEPS, on_step=keep,
+        execute=execute,
     )  # fmt: skip
     if row["failure"] not in (None, "terminated", "timeout"):
         raise EnvError(f"collecting seed {seed}: {row['failure']}")
     frames, proprios, actions, terminates, texts = zip(*steps, strict=True)
+    if record == "executed":  # on_step and execute see the same steps, one call each
+        actions = tuple(np.asarray(e, np.float32) for e in executed)
     episode = episode_from_rollout(
         list(frames), np.stack(proprios), np.stack(actions).astype(np.float32), list(terminates), list(texts),
         success=row["success"],
@@ -120,7 +134,7 @@ def successful_episodes(
         for i in range(cfg.episodes):
             if ti * cfg.episodes + i < done:
                 continue
-            episode, success = rollout(env, cfg.seed + i, cfg.noise)
+            episode, success = rollout(env, cfg.seed + i, cfg.noise, cfg.record)
             counts[(task, success)] += 1
             bar.update()
             bar.set_postfix(
@@ -144,6 +158,8 @@ def collect(cfg: CollectConfig) -> Path:
     high = float(ACTION_HIGH[:3].max())  # the suite's translation bound, as `perturbed` clips to
     if not 0 <= cfg.noise < high:
         raise ConfigError(f"noise={cfg.noise}; use a translation std in [0, {high:g}) m per step (0: none)")
+    if cfg.record not in ("expert", "executed"):
+        raise ConfigError(f"record={cfg.record!r}; use expert or executed")
     if cfg.episodes < 1:
         raise ConfigError(f"episodes={cfg.episodes}; need at least 1 attempt per task")
     tasks = expand_tasks(
@@ -156,7 +172,7 @@ def collect(cfg: CollectConfig) -> Path:
     counts: Counter = Counter()
     about = f"CPU-suite scripted experts (eval/collect.py): tasks {tasks}, {cfg.episodes} attempts each from seed {cfg.seed}; successes only."
     if cfg.noise > 0:
-        about += f" DART noise {cfg.noise} m per step on the executed translation."
+        about += f" DART noise {cfg.noise} m per step on the executed translation; the {cfg.record} action recorded."
     recipe = json.dumps(
         {"about": about, "image_size": cfg.image_size, "shard_size": cfg.shard_size, "env": dict(cfg.env)},
         sort_keys=True,

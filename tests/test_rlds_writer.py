@@ -422,6 +422,15 @@ def test_dart_noise_moves_the_executed_translation_and_records_the_experts_actio
     env.sent = []
     rollout(local, seed=0, noise=0.01)
     np.testing.assert_array_equal(np.stack(env.sent), sent)  # deterministic in the seed (resumable)
+    env.sent = []
+    ran, _ = rollout(local, seed=0, noise=0.01, record="executed")
+    # the same noise, and now the data keeps what the env ran: the action that explains the next frame
+    np.testing.assert_allclose(
+        np.c_[ran.world_vector, ran.rotation_delta], np.stack(env.sent)[:, :6], atol=1e-6
+    )
+    np.testing.assert_array_equal(np.stack(env.sent), sent)
+    with pytest.raises(ConfigError, match="record='label'; use expert or executed"):
+        rollout(local, seed=0, noise=0.01, record="label")
     clean = np.full(7, 0.01, np.float32)
     assert perturbed(clean, 0.0, np.random.default_rng(0)) is clean
     with pytest.raises(ConfigError, match=r"noise=0.2; use a translation std in \[0, 0.05\)"):
