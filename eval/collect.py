@@ -48,13 +48,22 @@ class CollectConfig:
     env: dict = field(default_factory=dict)  # extra keyword arguments to envs.make
     progress: bool = True
     # DART (Laskey et al. 2017, "DART: Noise Injection for Robust Imitation Learning"): Gaussian noise of
-    # this std (metres per step) is added to the translation the env executes; the recorded action stays
-    # the expert's, so the data shows how to come back from states a learned policy drifts into
+    # this std (metres per step) is added to the translation the env executes; with record=expert the
+    # recorded action stays the expert's, so the data shows how to come back from states a learned policy
+    # drifts into
     noise: float = 0.0
     # which action the data keeps under noise: "expert" (DART: the label a policy should learn) or
     # "executed" (what the env ran: the action that explains the next frame, which a world model's forward
     # mode needs; with the expert's label the action is a function of the frames and carries nothing new)
     record: str = "expert"
+
+
+RECORDS = ("expert", "executed")
+
+
+def check_record(record: str) -> None:
+    if record not in RECORDS:
+        raise ConfigError(f"record={record!r}; use {' or '.join(RECORDS)}")
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -82,8 +91,7 @@ def rollout(env, seed: int, noise: float = 0.0, record: str = "expert") -> tuple
     the last step). `env` is a LocalEnv; with `noise`, the executed translation is perturbed (DART) and
     the expert's own action is recorded (`record="expert"`) or the perturbed one the env ran
     (`record="executed"`)."""
-    if record not in ("expert", "executed"):
-        raise ConfigError(f"record={record!r}; use expert or executed")
+    check_record(record)
     rng = np.random.default_rng([seed, 1_000_003])  # deterministic in the seed, as a resumed run needs
     steps: list[tuple] = []
     executed: list[np.ndarray] = []
@@ -158,8 +166,7 @@ def collect(cfg: CollectConfig) -> Path:
     high = float(ACTION_HIGH[:3].max())  # the suite's translation bound, as `perturbed` clips to
     if not 0 <= cfg.noise < high:
         raise ConfigError(f"noise={cfg.noise}; use a translation std in [0, {high:g}) m per step (0: none)")
-    if cfg.record not in ("expert", "executed"):
-        raise ConfigError(f"record={cfg.record!r}; use expert or executed")
+    check_record(cfg.record)  # before the writer touches `out`
     if cfg.episodes < 1:
         raise ConfigError(f"episodes={cfg.episodes}; need at least 1 attempt per task")
     tasks = expand_tasks(

@@ -23,7 +23,7 @@ SIZE, SQUARE, LENGTH = 16, 4, 40
 
 
 def moving_square_cache(path, episodes: int, seed: int = 0) -> EpisodeCache:
-    """Episodes of a SQUARE-pixel square moved by random unit actions (x, y in the first two channels)."""
+    """Episodes of a SQUARE x SQUARE square moved by random unit actions (row, column steps in channels 0, 1)."""
     rng = np.random.default_rng(seed)
     writer = CacheWriter(path, SIZE, {"source": "moving square"})
     for _ in range(episodes):
